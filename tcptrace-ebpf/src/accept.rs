@@ -1,0 +1,36 @@
+//! `syscalls:sys_exit_accept{,4}`: the process that accepts a passive
+//! connection becomes its owner. Fires for every socket family; a socket not
+//! in `CONNS` (AF_UNIX, or not seen opening) is ignored.
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext, EbpfContext};
+use tcptrace_common::kind;
+
+use crate::{
+    emit::{current_owner, emit, set_owner},
+    kernel::sock_of_fd,
+    maps::CONNS,
+};
+
+/// `ret` in the syscall exit record.
+const RET: usize = 16;
+
+#[tracepoint]
+pub fn tcptrace_accept(ctx: TracePointContext) -> u32 {
+    // SAFETY: inside the record; the verifier checks ctx bounds.
+    let fd = unsafe { (ctx.as_ptr() as *const u8).add(RET).cast::<i64>().read() };
+    if fd < 0 {
+        return 0;
+    }
+    let Ok(sk) = sock_of_fd(fd as u64) else {
+        return 0;
+    };
+    let Some(conn) = CONNS.get_ptr_mut(&sk) else {
+        return 0;
+    };
+    // SAFETY: map value valid for this run.
+    let conn = unsafe { &mut *conn };
+    set_owner(conn, &current_owner());
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    emit(conn, kind::ACCEPT, now, conn.new_state);
+    0
+}

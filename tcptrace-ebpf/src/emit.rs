@@ -1,0 +1,93 @@
+//! Building events from a connection's template and sending them to userspace.
+use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid};
+use tcptrace_common::{COMM_LEN, Event, counter, flags};
+
+use crate::maps::{EVENTS, FILTER_PIDS, FILTER_PORTS, PENDING_CONNECT, config, count};
+
+/// The process a socket belongs to.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Owner {
+    pub tgid: u32,
+    pub uid: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// The task running now. Only meaningful in process context (a syscall).
+pub fn current_owner() -> Owner {
+    Owner {
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        uid: bpf_get_current_uid_gid() as u32,
+        comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
+    }
+}
+
+pub fn set_owner(conn: &mut Event, owner: &Owner) {
+    conn.tgid = owner.tgid;
+    conn.uid = owner.uid;
+    conn.comm = owner.comm;
+    conn.flags |= flags::OWNER_KNOWN;
+}
+
+/// The user's -p/-P filters, applied here so unwanted events never cross the ring.
+pub fn wanted(conn: &Event) -> bool {
+    if config!(filter_pids) != 0 {
+        // SAFETY: the value is not used, only its presence.
+        if unsafe { FILTER_PIDS.get(&conn.tgid) }.is_none() {
+            return false;
+        }
+    }
+    if config!(filter_ports) != 0 {
+        // SAFETY: as above.
+        let hit = unsafe { FILTER_PORTS.get(&conn.sport).is_some() || FILTER_PORTS.get(&conn.dport).is_some() };
+        if !hit {
+            return false;
+        }
+    }
+    true
+}
+
+/// Sends `conn` as an event of `kind` at `ts_ns`.
+pub fn emit(conn: &Event, kind: u8, ts_ns: u64, old_state: u8) {
+    if !wanted(conn) {
+        return;
+    }
+    match EVENTS.reserve::<Event>(0) {
+        Some(mut slot) => {
+            fill(slot.as_mut_ptr(), conn, kind, ts_ns, old_state);
+            slot.submit(0);
+        }
+        None => count(counter::LOST_EVENTS),
+    }
+}
+
+/// Copies the template straight into the ring slot: no 96-byte temporary on
+/// the BPF stack.
+fn fill(slot: *mut Event, conn: &Event, kind: u8, ts_ns: u64, old_state: u8) {
+    // SAFETY: `slot` is a reserved ring record of exactly one Event.
+    unsafe {
+        core::ptr::copy_nonoverlapping(conn, slot, 1);
+        (*slot).ts_ns = ts_ns;
+        (*slot).kind = kind;
+        (*slot).old_state = old_state;
+    }
+}
+
+/// Emits the `connect` event of an active open if no other hook has yet.
+///
+/// The ring slot is reserved before the claim: a hook that loses the claim
+/// reserves its own later events after the winner's slot, so the ring keeps
+/// connect ahead of established and close even across CPUs.
+pub fn emit_connect_once(conn: &Event, sk: u64) {
+    let slot = if wanted(conn) { EVENTS.reserve::<Event>(0) } else { None };
+    let claimed = PENDING_CONNECT.remove(&sk).is_ok();
+    match (slot, claimed) {
+        (Some(mut slot), true) => {
+            fill(slot.as_mut_ptr(), conn, tcptrace_common::kind::CONNECT, conn.start_ns, 0);
+            slot.submit(0);
+        }
+        (Some(slot), false) => slot.discard(0),
+        (None, true) if wanted(conn) => count(counter::LOST_EVENTS),
+        (None, _) => {}
+    }
+}

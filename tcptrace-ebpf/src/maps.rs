@@ -1,0 +1,91 @@
+//! Maps and load-time globals shared by every hook.
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use tcptrace_common::{Event, LoadConfig, PidKey, PortKey, counter};
+
+use crate::emit::Owner;
+
+/// Settings and kernel struct offsets, written by userspace before load.
+#[unsafe(no_mangle)]
+pub static CONFIG: LoadConfig = LoadConfig {
+    offsets: tcptrace_common::KernelOffsets {
+        sock_net: 0,
+        net_ns_inum: 0,
+        sock_num: 0,
+        task_files: 0,
+        files_fdt: 0,
+        fdtable_fd: 0,
+        file_private_data: 0,
+        socket_sk: 0,
+    },
+    filter_pids: 0,
+    filter_ports: 0,
+    emit_states: 0,
+    _pad: [0; 5],
+};
+
+/// Reads one field of `CONFIG`; volatile so the compiler cannot fold the
+/// compile-time zeros that userspace overrides at load.
+macro_rules! config {
+    ($($field:ident).+) => {
+        // SAFETY: CONFIG is a static, always readable.
+        unsafe { core::ptr::read_volatile(&raw const crate::maps::CONFIG.$($field).+) }
+    };
+}
+pub(crate) use config;
+
+/// Events to userspace. 4 MiB holds ~43k events: a burst of several hundred
+/// milliseconds at loopback churn rates before anything is lost.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+/// Every TCP socket seen in a transition, keyed by `struct sock` address; the
+/// value is the event template (tuple, owner, start). Removed at CLOSE.
+#[map]
+pub static CONNS: HashMap<u64, Event> = HashMap::with_max_entries(65536, 0);
+
+/// Active opens whose `connect` event is not out yet. Whoever deletes the entry
+/// emits it, so it goes out exactly once from whichever hook sees it first.
+#[map]
+pub static PENDING_CONNECT: HashMap<u64, u8> = HashMap::with_max_entries(65536, 0);
+
+/// The socket each thread is connecting, from SYN_SENT until connect() returns.
+#[map]
+pub static CONNECTING: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
+
+/// Owners of listening sockets by (netns, port): a passive connection belongs
+/// to its listener's owner until some process accepts it.
+#[map]
+pub static LISTENERS: HashMap<ListenerKey, Owner> = HashMap::with_max_entries(16384, 0);
+
+#[map]
+pub static FILTER_PIDS: HashMap<PidKey, u8> = HashMap::with_max_entries(1024, 0);
+
+#[map]
+pub static FILTER_PORTS: HashMap<PortKey, u8> = HashMap::with_max_entries(1024, 0);
+
+/// Room to build a new connection's template: the BPF stack (512 B) is too
+/// small to hold it beside everything else.
+#[map]
+pub static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU counters indexed by `tcptrace_common::counter`.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ListenerKey {
+    pub netns: u32,
+    pub port: u16,
+    pub _pad: u16,
+}
+
+pub fn count(index: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *slot += 1 };
+    }
+}

@@ -1,0 +1,48 @@
+//! Command-line syntax. Doc comments here are the `--help` text; validation
+//! lives in config.rs.
+use clap::{Parser, ValueEnum};
+
+/// Watch every TCP connection on this host, in every network namespace, step
+/// by step: connect, accept, established, close (and with --states every
+/// state transition). Needs root.
+#[derive(Debug, Parser)]
+#[command(name = "tcptrace", version, max_term_width = 100)]
+pub struct Cli {
+    /// Output format: aligned columns for people, or JSON Lines for machines.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Human)]
+    pub output: OutputFormat,
+
+    /// Also print every TCP state transition (SYN_SENT, FIN_WAIT1, CLOSE_WAIT, ...).
+    #[arg(long)]
+    pub states: bool,
+
+    /// Only connections owned by this process id (repeatable).
+    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+
+    /// Only connections with this port on either side (repeatable).
+    #[arg(short = 'P', long = "port", value_name = "PORT")]
+    pub ports: Vec<u16>,
+
+    /// Exit after printing N events.
+    #[arg(short = 'n', long = "count", value_name = "N")]
+    pub count: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Human,
+    Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,81 @@
+//! Validated settings, free of clap types.
+use std::num::NonZeroU64;
+
+use crate::cli::{Cli, OutputFormat};
+
+/// Most pids or ports a filter takes (the kernel maps' size).
+pub const MAX_FILTER_ENTRIES: usize = 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub format: OutputFormat,
+    pub states: bool,
+    pub pids: Vec<u32>,
+    pub ports: Vec<u16>,
+    pub count: Option<NonZeroU64>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("--pid 0 matches no process: pids start at 1")]
+    ZeroPid,
+    #[error("--port 0 matches no connection: ports start at 1")]
+    ZeroPort,
+    #[error("--count 0 would print nothing: give a count of at least 1")]
+    ZeroCount,
+    #[error("too many {what} filters: at most {MAX_FILTER_ENTRIES}")]
+    TooMany { what: &'static str },
+}
+
+impl TryFrom<Cli> for Config {
+    type Error = ConfigError;
+
+    fn try_from(cli: Cli) -> Result<Self, Self::Error> {
+        if cli.pids.contains(&0) {
+            return Err(ConfigError::ZeroPid);
+        }
+        if cli.ports.contains(&0) {
+            return Err(ConfigError::ZeroPort);
+        }
+        if cli.pids.len() > MAX_FILTER_ENTRIES {
+            return Err(ConfigError::TooMany { what: "--pid" });
+        }
+        if cli.ports.len() > MAX_FILTER_ENTRIES {
+            return Err(ConfigError::TooMany { what: "--port" });
+        }
+        let count = match cli.count {
+            Some(n) => Some(NonZeroU64::new(n).ok_or(ConfigError::ZeroCount)?),
+            None => None,
+        };
+        Ok(Self { format: cli.output, states: cli.states, pids: cli.pids, ports: cli.ports, count })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
+        let cli = Cli::try_parse_from(std::iter::once("tcptrace").chain(args.iter().copied())).expect("clap accepts");
+        Config::try_from(cli)
+    }
+
+    #[test]
+    fn accepts_repeated_filters() {
+        let config = parse(&["-p", "10", "--pid", "11", "-P", "80", "-o", "json", "--states", "-n", "5"]).expect("valid");
+        assert_eq!(config.pids, [10, 11]);
+        assert_eq!(config.ports, [80]);
+        assert_eq!(config.format, OutputFormat::Json);
+        assert!(config.states);
+        assert_eq!(config.count.map(NonZeroU64::get), Some(5));
+    }
+
+    #[test]
+    fn rejects_zeroes() {
+        assert_eq!(parse(&["-p", "0"]), Err(ConfigError::ZeroPid));
+        assert_eq!(parse(&["-P", "0"]), Err(ConfigError::ZeroPort));
+        assert_eq!(parse(&["-n", "0"]), Err(ConfigError::ZeroCount));
+    }
+}

@@ -1,0 +1,89 @@
+//! Typed errors of the library; `main` adds context with anyhow.
+use std::path::PathBuf;
+
+/// Reading the kernel's BTF.
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    /// The BTF file could not be read (kernel built without CONFIG_DEBUG_INFO_BTF?).
+    #[error("cannot read kernel BTF at {}: {source} (tcptrace needs a kernel built with CONFIG_DEBUG_INFO_BTF)", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    /// The data does not start with the BTF magic number.
+    #[error("kernel BTF has a bad magic number")]
+    BadMagic,
+    /// A section runs past the end of the data.
+    #[error("kernel BTF is truncated")]
+    Truncated,
+    /// A type kind this reader does not know, from a newer kernel.
+    #[error("kernel BTF has unknown type kind {0}")]
+    UnknownKind(u32),
+    /// The kernel has no such struct member.
+    #[error("kernel BTF has no member {member} in struct {structure}")]
+    MissingMember { structure: String, member: String },
+    /// The member is a bitfield, which the programs cannot read by offset.
+    #[error("struct {structure} member {member} is a bitfield")]
+    Bitfield { structure: String, member: String },
+}
+
+/// Decoding one ring-buffer record.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The record is not exactly one event long.
+    #[error("event record of {0} bytes, expected {expected}", expected = tcptrace_common::EVENT_SIZE)]
+    Size(usize),
+    /// The event kind byte is not one the kernel side sends.
+    #[error("unknown event kind {0}")]
+    Kind(u8),
+    /// The address family is neither AF_INET nor AF_INET6.
+    #[error("unknown address family {0}")]
+    Family(u8),
+}
+
+/// Loading and attaching the kernel programs.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Neither root nor the capabilities eBPF tracing needs.
+    #[error("tcptrace needs root (or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN): run it with sudo")]
+    NotPrivileged,
+    /// tracefs is not mounted and could not be mounted.
+    #[error("tracefs is not mounted and mounting it on /sys/kernel/tracing failed: {0}")]
+    Tracefs(std::io::Error),
+    /// Member offsets could not be found in the kernel's BTF.
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    /// The kernel refused the object or one of its maps.
+    #[error("loading the eBPF object failed: {0}")]
+    Object(#[from] aya::EbpfError),
+    /// A program failed to load or attach.
+    #[error("{what}: {source}")]
+    Program { what: String, source: aya::programs::ProgramError },
+    /// A map the object must contain is missing or has the wrong type.
+    #[error("eBPF map {name}: {source}")]
+    Map { name: &'static str, source: aya::maps::MapError },
+    /// The object lacks a map the loader needs.
+    #[error("eBPF map {0} is missing from the object")]
+    MissingMap(&'static str),
+}
+
+/// A tracing session.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Setting up the kernel side failed.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// Writing events failed; `BrokenPipe` means the reader went away.
+    #[error("writing events: {0}")]
+    Output(#[source] std::io::Error),
+    /// Waiting on the ring buffer or for signals failed.
+    #[error("event loop: {0}")]
+    Poll(#[source] std::io::Error),
+    /// Reading the kernel's loss counters failed.
+    #[error("reading kernel counters: {0}")]
+    Counters(#[source] aya::maps::MapError),
+}
+
+impl RunError {
+    /// The reader of our output went away (`tcptrace | head`): a normal end.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, Self::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+}

@@ -1,0 +1,12 @@
+//! tcptrace: every TCP connection on the host, step by step, from eBPF.
+//!
+//! Data flows one way: kernel hook -> ring buffer -> [`events`] decode ->
+//! [`output`] writer; [`loader`] sets up the kernel side, [`session`] runs it.
+pub mod btf;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod loader;
+pub mod output;
+pub mod session;

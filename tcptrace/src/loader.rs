@@ -1,0 +1,134 @@
+//! Load the kernel object, set its load-time globals and filter maps, attach.
+//!
+//! Every hook is a classic tracepoint. They are the attach method that works on
+//! every kernel tcptrace supports, including locked-down ones that refuse
+//! fentry/fexit and have no kprobes (see README: "Kernel requirements").
+use std::path::Path;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::HashMap,
+    programs::{ProgramError, TracePoint},
+};
+use tcptrace_common::{KernelOffsets, LoadConfig};
+
+use crate::{btf::Btf, config::Config, error::LoadError};
+
+/// The kernel programs, built by build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcptrace"));
+
+const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// A hook and how it got attached, for the start-up report.
+#[derive(Debug, Clone)]
+pub struct Hook {
+    pub purpose: &'static str,
+    pub method: String,
+}
+
+/// The loaded programs. Dropping it detaches every link and unloads everything.
+pub struct Tracer {
+    pub ebpf: Ebpf,
+    pub hooks: Vec<Hook>,
+}
+
+/// (program, purpose, tracepoints it attaches to)
+const PROGRAMS: &[(&str, &str, &[(&str, &str)])] = &[
+    ("tcptrace_state", "state changes", &[("sock", "inet_sock_set_state")]),
+    ("tcptrace_connect", "connect owner and local port", &[("syscalls", "sys_exit_connect")]),
+    ("tcptrace_accept", "accept owner", &[("syscalls", "sys_exit_accept4"), ("syscalls", "sys_exit_accept")]),
+];
+
+pub fn load(config: &Config) -> Result<Tracer, LoadError> {
+    ensure_privileged()?;
+    ensure_tracefs()?;
+    let btf = Btf::from_file(Path::new(BTF_PATH))?;
+    let load_config = LoadConfig {
+        offsets: kernel_offsets(&btf)?,
+        filter_pids: u8::from(!config.pids.is_empty()),
+        filter_ports: u8::from(!config.ports.is_empty()),
+        emit_states: u8::from(config.states),
+        _pad: [0; 5],
+    };
+    let mut ebpf = EbpfLoader::new().override_global("CONFIG", &load_config, true).load(OBJECT)?;
+    fill_filter(&mut ebpf, "FILTER_PIDS", &config.pids)?;
+    fill_filter(&mut ebpf, "FILTER_PORTS", &config.ports)?;
+
+    let mut hooks = Vec::new();
+    for &(name, purpose, points) in PROGRAMS {
+        let failed = |source| LoadError::Program { what: format!("{purpose} ({name})"), source };
+        let program: &mut TracePoint = ebpf
+            .program_mut(name)
+            .ok_or_else(|| failed(ProgramError::InvalidName { name: name.to_owned() }))?
+            .try_into()
+            .map_err(failed)?;
+        program.load().map_err(failed)?;
+        for (category, event) in points {
+            program.attach(category, event).map_err(failed)?;
+        }
+        let method = points.iter().map(|(c, e)| format!("{c}:{e}")).collect::<Vec<_>>().join(", ");
+        hooks.push(Hook { purpose, method: format!("tracepoint {method}") });
+    }
+    Ok(Tracer { ebpf, hooks })
+}
+
+/// Member offsets of the running kernel, for the programs' pointer walks.
+pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, LoadError> {
+    Ok(KernelOffsets {
+        sock_net: btf.offset_of("sock", "__sk_common.skc_net")?,
+        net_ns_inum: btf.offset_of("net", "ns.inum")?,
+        sock_num: btf.offset_of("sock", "__sk_common.skc_num")?,
+        task_files: btf.offset_of("task_struct", "files")?,
+        files_fdt: btf.offset_of("files_struct", "fdt")?,
+        fdtable_fd: btf.offset_of("fdtable", "fd")?,
+        file_private_data: btf.offset_of("file", "private_data")?,
+        socket_sk: btf.offset_of("socket", "sk")?,
+    })
+}
+
+fn fill_filter<K: aya::Pod>(ebpf: &mut Ebpf, name: &'static str, keys: &[K]) -> Result<(), LoadError> {
+    let map = ebpf.map_mut(name).ok_or(LoadError::MissingMap(name))?;
+    let mut filter: HashMap<_, K, u8> = HashMap::try_from(map).map_err(|source| LoadError::Map { name, source })?;
+    for key in keys {
+        filter.insert(key, 1, 0).map_err(|source| LoadError::Map { name, source })?;
+    }
+    Ok(())
+}
+
+/// Root, or the capabilities that loading tracing programs needs.
+fn ensure_privileged() -> Result<(), LoadError> {
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return Ok(());
+    }
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let effective = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |cap: u32| effective & (1 << cap) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON) && has(CAP_NET_ADMIN)) {
+        Ok(())
+    } else {
+        Err(LoadError::NotPrivileged)
+    }
+}
+
+/// Tracepoints are attached through tracefs; some systems boot without it mounted.
+fn ensure_tracefs() -> Result<(), LoadError> {
+    let mounted = |dir: &str| Path::new(dir).join("events").is_dir();
+    if mounted(TRACEFS) || mounted("/sys/kernel/debug/tracing") {
+        return Ok(());
+    }
+    let source = c"tracefs";
+    let target = c"/sys/kernel/tracing";
+    // SAFETY: valid NUL-terminated strings, no data argument.
+    let rc = unsafe { libc::mount(source.as_ptr(), target.as_ptr(), source.as_ptr(), 0, std::ptr::null()) };
+    if rc == 0 { Ok(()) } else { Err(LoadError::Tracefs(std::io::Error::last_os_error())) }
+}

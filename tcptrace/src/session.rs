@@ -1,0 +1,121 @@
+//! One tracing session: drain the ring buffer, decode, write, report losses,
+//! stop on Ctrl-C, SIGTERM or --count.
+use std::{io::Write, time::{Duration, SystemTime}};
+
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use tcptrace_common::counter;
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::{
+    config::Config,
+    error::{LoadError, RunError},
+    events::Decoder,
+    loader::{self, Tracer},
+    output::{self, EventWriter},
+};
+
+/// What a session did, for the closing line on stderr.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub events: u64,
+    /// Events the kernel could not queue (ring buffer full).
+    pub lost: u64,
+    /// Connections the kernel could not track (connection map full).
+    pub untracked: u64,
+    /// Records that failed to decode.
+    pub malformed: u64,
+}
+
+/// How often loss counters are checked while running.
+const LOSS_CHECK: Duration = Duration::from_secs(1);
+
+pub async fn run<W: Write>(config: &Config, out: W) -> Result<Summary, RunError> {
+    let mut tracer = loader::load(config)?;
+    for hook in &tracer.hooks {
+        eprintln!("tcptrace: {}: {}", hook.purpose, hook.method);
+    }
+    let ring = take_map::<RingBuf<MapData>>(&mut tracer, "EVENTS")?;
+    let counters = take_map::<PerCpuArray<MapData, u64>>(&mut tracer, "COUNTERS")?;
+    // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd until
+    // the AsyncFd is dropped, so the fd stays open while registered.
+    let mut ring = unsafe { AsyncFd::register(ring) }.map_err(|e| RunError::Poll(e.into()))?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Poll)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Poll)?;
+    let mut loss_check = tokio::time::interval(LOSS_CHECK);
+
+    let decoder = Decoder::from_clocks();
+    let mut writer = output::writer(config.format, out, own_netns());
+    let mut summary = Summary::default();
+    let limit = config.count.map_or(u64::MAX, |n| n.get());
+    writer.header().and_then(|()| writer.flush()).map_err(RunError::Output)?;
+    eprintln!("tcptrace: ready, tracing TCP connections (Ctrl-C to stop)");
+
+    while summary.events < limit {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.map_err(RunError::Poll)?;
+                let ring = guard.get_inner_mut();
+                while summary.events < limit {
+                    let Some(record) = ring.next() else { break };
+                    match decoder.decode(&record) {
+                        Ok(event) => {
+                            writer.event(&event).map_err(RunError::Output)?;
+                            summary.events += 1;
+                        }
+                        Err(error) => {
+                            summary.malformed += 1;
+                            log::warn!("skipping malformed event: {error}");
+                        }
+                    }
+                }
+                guard.clear_ready();
+                writer.flush().map_err(RunError::Output)?;
+            }
+            _ = loss_check.tick() => report_losses(&counters, &mut summary, writer.as_mut())?,
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+    report_losses(&counters, &mut summary, writer.as_mut())?;
+    drop(tracer);
+    Ok(summary)
+}
+
+fn take_map<M>(tracer: &mut Tracer, name: &'static str) -> Result<M, RunError>
+where
+    M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = tracer.ebpf.take_map(name).ok_or(LoadError::MissingMap(name))?;
+    M::try_from(map).map_err(|source| RunError::Load(LoadError::Map { name, source }))
+}
+
+/// Sums the per-CPU counters and reports anything new, on stderr and in the output.
+fn report_losses(
+    counters: &PerCpuArray<MapData, u64>,
+    summary: &mut Summary,
+    writer: &mut dyn EventWriter,
+) -> Result<(), RunError> {
+    let total = |index| counters.get(&index, 0).map(|values| values.iter().sum::<u64>()).map_err(RunError::Counters);
+    let lost = total(counter::LOST_EVENTS)?;
+    let untracked = total(counter::CONN_MAP_FULL)?;
+    if lost > summary.lost {
+        let new = lost - summary.lost;
+        eprintln!("tcptrace: lost {new} events (ring buffer full), {lost} in all");
+        writer.lost(SystemTime::now(), new, lost).and_then(|()| writer.flush()).map_err(RunError::Output)?;
+    }
+    if untracked > summary.untracked {
+        eprintln!("tcptrace: {} connections not tracked (connection map full)", untracked - summary.untracked);
+    }
+    summary.lost = lost;
+    summary.untracked = untracked;
+    Ok(())
+}
+
+/// Inode of tcptrace's own network namespace: human output names only others.
+fn own_netns() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/net").map(|m| m.ino() as u32).unwrap_or(0)
+}
