@@ -76,6 +76,11 @@ fn try_state(ctx: &TracePointContext) -> Result<(), i64> {
 
     let conn = match CONNS.get_ptr_mut(&sk) {
         Some(conn) => conn,
+        // A listener that was listening before tracing started is closing.
+        None if old == tcp::LISTEN && new == tcp::CLOSE => {
+            let _ = LISTENERS.remove(&ListenerKey { netns: netns_of(sk), port: at(ctx, field::SPORT), _pad: 0 });
+            return Ok(());
+        }
         None => {
             let scratch = SCRATCH.get_ptr_mut(0).ok_or(0)?;
             // SAFETY: this CPU's scratch slot, used only within this run.
@@ -104,19 +109,17 @@ fn try_state(ctx: &TracePointContext) -> Result<(), i64> {
         }
         return Ok(());
     }
+    // Leaving SYN_SENT, the local port is known: the connect event goes
+    // first unless connect() already returned and sent it.
+    if old == tcp::SYN_SENT {
+        emit_connect_once(conn, sk);
+    }
     if config!(emit_states) != 0 {
         emit(conn, kind::STATE, now, old);
     }
     match (old, new) {
-        (tcp::SYN_SENT, tcp::ESTABLISHED) => {
-            emit_connect_once(conn, sk);
-            emit(conn, kind::ESTABLISHED, now, old);
-        }
-        (tcp::SYN_RECV, tcp::ESTABLISHED) => emit(conn, kind::ESTABLISHED, now, old),
+        (tcp::SYN_SENT | tcp::SYN_RECV, tcp::ESTABLISHED) => emit(conn, kind::ESTABLISHED, now, old),
         (_, tcp::CLOSE) => {
-            if old == tcp::SYN_SENT {
-                emit_connect_once(conn, sk);
-            }
             emit(conn, kind::CLOSE, now, old);
             let _ = PENDING_CONNECT.remove(&sk);
             let _ = CONNS.remove(&sk);

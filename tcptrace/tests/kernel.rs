@@ -1,0 +1,196 @@
+//! tcptrace against the real kernel: the built binary loads its programs, the
+//! test makes real connections between real processes inside a network
+//! namespace it creates, and asserts on the JSON events for that exact
+//! 4-tuple and namespace. With the programs detached there are no events and
+//! every test here fails.
+mod support;
+
+use serde_json::Value;
+use support::{Netns, Tracer, connection, find, of_port, pairs, port, require_root, transitions};
+
+fn kinds(events: &[&Value]) -> Vec<String> {
+    events.iter().map(|e| e["event"].as_str().unwrap_or("?").to_owned()).collect()
+}
+
+fn closes(events: &[Value], netns: u64, port: u16) -> usize {
+    of_port(events, netns, port).iter().filter(|e| e["event"] == "close").count()
+}
+
+fn lifecycle(host: &str, family: &str) {
+    require_root();
+    let ns = Netns::new();
+    let port = port();
+    let tracer = Tracer::start(&[]);
+    let mut server = ns.server(host, port, 1);
+    let (client_pid, client_port) = ns.client(host, port);
+    assert!(server.wait().success());
+    let events = tracer.wait_for("both sides to close", |ev| closes(ev, ns.inode, port) == 2);
+    let ours = of_port(&events, ns.inode, port);
+
+    let client: Vec<&Value> = ours.iter().copied().filter(|e| e["lport"] == client_port).collect();
+    assert_eq!(kinds(&client), ["connect", "established", "close"], "client side:\n{}", support::dump(&events));
+    for event in &client {
+        assert_eq!(event["pid"], client_pid, "{event}");
+        assert_eq!(event["comm"], "python3", "{event}");
+        assert_eq!((event["laddr"].as_str(), event["raddr"].as_str(), &event["rport"]), (Some(host), Some(host), &Value::from(port)));
+        assert_eq!(event["family"], family);
+        assert_eq!(event["conn_id"], client[0]["conn_id"], "one id per connection");
+    }
+    assert_eq!(client[1]["direction"], "outbound");
+    assert!(client[2]["duration_us"].as_u64().is_some_and(|us| us > 0), "{}", client[2]);
+
+    let server_side: Vec<&Value> = ours.iter().copied().filter(|e| e["lport"] == port && e["rport"] == client_port).collect();
+    let accept = find(&server_side, "accept", port).expect("accept event");
+    let established = find(&server_side, "established", port).expect("server established");
+    let close = find(&server_side, "close", port).expect("server close");
+    assert_eq!(accept["pid"], server.pid(), "{accept}");
+    assert_eq!(established["direction"], "inbound");
+    assert_eq!(established["pid"], server.pid(), "a passive connection belongs to its listener's owner: {established}");
+    assert_eq!(close["pid"], server.pid(), "{close}");
+    let position = |kind: &str| server_side.iter().position(|e| e["event"] == kind);
+    assert!(position("established") < position("close") && position("accept") < position("close"));
+    for event in ours {
+        assert_ne!(event["pid"], 0, "{event}");
+    }
+    let (status, _) = tracer.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn client_and_server_ipv4() {
+    lifecycle("127.0.0.1", "ipv4");
+}
+
+#[test]
+fn client_and_server_ipv6() {
+    lifecycle("::1", "ipv6");
+}
+
+#[test]
+fn states_show_the_four_way_teardown_on_both_sides() {
+    require_root();
+    let ns = Netns::new();
+    let port = port();
+    let tracer = Tracer::start(&["--states", "-P", &port.to_string()]);
+    let mut server = ns.server("127.0.0.1", port, 1);
+    let (_, client_port) = ns.client("127.0.0.1", port);
+    assert!(server.wait().success());
+    let events = tracer.wait_for("both sides to close", |ev| closes(ev, ns.inode, port) == 2);
+    let ours = of_port(&events, ns.inode, port);
+
+    let connect = find(&ours, "connect", client_port).expect("connect event");
+    let closing_side = transitions(&connection(&ours, connect));
+    let expected = [
+        ("CLOSE", "SYN_SENT"),
+        ("SYN_SENT", "ESTABLISHED"),
+        ("ESTABLISHED", "FIN_WAIT1"),
+        ("FIN_WAIT1", "FIN_WAIT2"),
+        ("FIN_WAIT2", "CLOSE"),
+    ];
+    assert_eq!(closing_side, pairs(&expected), "\n{}", support::dump(&events));
+
+    let server_child: Vec<&Value> = ours.iter().copied().filter(|e| e["rport"] == client_port).collect();
+    let other_side = transitions(&server_child);
+    let expected = [
+        ("LISTEN", "SYN_RECV"),
+        ("SYN_RECV", "ESTABLISHED"),
+        ("ESTABLISHED", "CLOSE_WAIT"),
+        ("CLOSE_WAIT", "LAST_ACK"),
+        ("LAST_ACK", "CLOSE"),
+    ];
+    assert_eq!(other_side, pairs(&expected), "\n{}", support::dump(&events));
+    tracer.stop();
+}
+
+#[test]
+fn connect_to_a_closed_port_is_syn_sent_then_close() {
+    require_root();
+    let ns = Netns::new();
+    let port = port();
+    let tracer = Tracer::start(&["--states"]);
+    let mut client = ns.peer(&["refused", "127.0.0.1", &port.to_string()]);
+    assert_eq!(client.line(), "ECONNREFUSED");
+    let events = tracer.wait_for("the refused attempt to close", |ev| closes(ev, ns.inode, port) == 1);
+    let ours = of_port(&events, ns.inode, port);
+    let connect = ours.iter().find(|e| e["event"] == "connect").expect("connect event");
+    let attempt = connection(&ours, connect);
+    assert_eq!(transitions(&attempt), pairs(&[("CLOSE", "SYN_SENT"), ("SYN_SENT", "CLOSE")]));
+    let kinds_in_order: Vec<&str> = attempt.iter().filter_map(|e| e["event"].as_str()).filter(|k| *k != "state").collect();
+    assert_eq!(kinds_in_order, ["connect", "close"]);
+    assert_eq!(connect["pid"], client.pid());
+    assert_ne!(connect["lport"], 0, "the kernel chose a local port before the RST");
+    tracer.stop();
+}
+
+#[test]
+fn pid_and_port_filters_keep_other_connections_out() {
+    require_root();
+    let ns = Netns::new();
+    let (port_a, port_b) = (port(), port());
+    let mut server_a = ns.server("127.0.0.1", port_a, 1);
+    let mut server_b = ns.server("127.0.0.1", port_b, 1);
+    let by_pid = Tracer::start(&["-p", &server_a.pid().to_string()]);
+    let by_port = Tracer::start(&["-P", &port_b.to_string()]);
+
+    // B first: by the time A's events arrive, B's would have been printed.
+    ns.client("127.0.0.1", port_b);
+    ns.client("127.0.0.1", port_a);
+    assert!(server_a.wait().success() && server_b.wait().success());
+
+    let events = by_pid.wait_for("server A's close", |ev| closes(ev, ns.inode, port_a) == 1);
+    assert!(find(&of_port(&events, ns.inode, port_a), "accept", port_a).is_some());
+    for event in &events {
+        assert_eq!(event["pid"], server_a.pid(), "-p let through {event}");
+    }
+
+    let events = by_port.wait_for("both ends of B to close", |ev| closes(ev, ns.inode, port_b) == 2);
+    assert!(events.len() >= 6, "{}", support::dump(&events));
+    for event in &events {
+        assert!(event["lport"] == port_b || event["rport"] == port_b, "-P let through {event}");
+    }
+    by_pid.stop();
+    by_port.stop();
+}
+
+fn unloads_on(signal: i32) {
+    require_root();
+    let tracer = Tracer::start(&[]);
+    let ids = tracer.program_ids();
+    assert!(ids.len() >= 3, "expected the state, connect and accept programs, got {ids:?}");
+    tracer.signal(signal);
+    let (status, stderr) = tracer.wait_exit();
+    assert!(status.success(), "{status:?}\n{stderr}");
+    assert!(stderr.lines().last().is_some_and(|l| l.contains("events,") && l.contains("lost")), "{stderr}");
+    let still_loaded: Vec<u32> = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .map(|p| p.id())
+        .filter(|id| ids.contains(id))
+        .collect();
+    assert!(still_loaded.is_empty(), "programs {still_loaded:?} still loaded after exit");
+}
+
+#[test]
+fn sigterm_detaches_and_unloads_everything() {
+    unloads_on(libc::SIGTERM);
+}
+
+#[test]
+fn ctrl_c_detaches_and_unloads_everything() {
+    unloads_on(libc::SIGINT);
+}
+
+#[test]
+fn count_exits_after_n_events() {
+    require_root();
+    let ns = Netns::new();
+    let port = port();
+    let tracer = Tracer::start(&["-n", "2", "-P", &port.to_string()]);
+    let mut server = ns.server("127.0.0.1", port, 1);
+    ns.client("127.0.0.1", port);
+    assert!(server.wait().success());
+    let lines = tracer.stdout_lines();
+    let (status, stderr) = tracer.wait_exit();
+    assert!(status.success(), "{stderr}");
+    assert!(lines.len() <= 2);
+    assert!(stderr.contains("tcptrace: 2 events"), "{stderr}");
+}

@@ -1,0 +1,308 @@
+//! Real processes for the kernel tests: network namespaces, Python TCP peers
+//! inside them, and the tcptrace binary itself, read as a user would read it.
+#![allow(dead_code, reason = "each test binary uses a different part")]
+
+use std::{
+    io::{BufRead, BufReader},
+    os::unix::fs::MetadataExt,
+    path::PathBuf,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+        mpsc::{Receiver, channel},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// Upper bound for anything the tests wait on; nothing waits forever.
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+pub fn require_root() {
+    // SAFETY: no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "kernel tests load eBPF programs: run them as root (cargo xtask test)");
+}
+
+fn peer_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/peer.py")
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A network namespace with loopback up, removed on drop.
+pub struct Netns {
+    pub name: String,
+    pub inode: u64,
+}
+
+impl Netns {
+    pub fn new() -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!("tcptrace-test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        run(Command::new("ip").args(["netns", "add", &name]));
+        run(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]));
+        let inode = std::fs::metadata(format!("/run/netns/{name}")).expect("netns file").ino();
+        Self { name, inode }
+    }
+
+    /// Starts a peer.py mode inside the namespace. `ip netns exec` execs, so
+    /// the child's pid is the Python process's pid.
+    pub fn peer(&self, args: &[&str]) -> Peer {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, "python3"]).arg(peer_script()).args(args);
+        Peer::spawn(cmd)
+    }
+
+    /// Starts a server for `count` connections and waits until it listens.
+    pub fn server(&self, host: &str, port: u16, count: u32) -> Peer {
+        let mut server = self.peer(&["server", host, &port.to_string(), &count.to_string()]);
+        assert_eq!(server.line(), "listening");
+        server
+    }
+
+    /// Runs one client to completion; returns its pid and local port.
+    pub fn client(&self, host: &str, port: u16) -> (u32, u16) {
+        let mut client = self.peer(&["client", host, &port.to_string()]);
+        let local_port = client.line().parse().expect("client prints its local port");
+        let pid = client.pid();
+        assert!(client.wait().success(), "client failed");
+        (pid, local_port)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// A child process whose stdout lines arrive on a channel.
+pub struct Peer {
+    child: Child,
+    lines: Receiver<String>,
+}
+
+impl Peer {
+    fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Self { child, lines }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn line(&mut self) -> String {
+        self.lines.recv_timeout(PATIENCE).unwrap_or_else(|_| panic!("peer {} printed nothing", self.pid()))
+    }
+
+    pub fn wait(&mut self) -> ExitStatus {
+        wait_bounded(&mut self.child)
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_bounded(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process {} did not exit in time", child.id());
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The tcptrace binary, running with JSON output.
+pub struct Tracer {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Tracer {
+    /// Starts `tcptrace -o json ARGS` and waits until it says it is ready.
+    pub fn start(args: &[&str]) -> Self {
+        Self::start_with(&["-o", "json"], args)
+    }
+
+    pub fn start_with(format: &[&str], args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tcptrace"))
+            .args(format)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tcptrace");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().expect("stdout");
+        let sink = Arc::clone(&lines);
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().expect("lock").push(line);
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready) = channel();
+        let log = Arc::clone(&stderr);
+        let pipe = child.stderr.take().expect("stderr");
+        thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if line.contains("tcptrace: ready") {
+                    let _ = ready_tx.send(());
+                }
+                let mut log = log.lock().expect("lock");
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let mut tracer = Self { child, lines, stderr };
+        if ready.recv_timeout(PATIENCE).is_err() {
+            let status = tracer.child.try_wait().ok().flatten();
+            panic!("tcptrace never got ready (exit {status:?}); stderr:\n{}", tracer.stderr());
+        }
+        tracer
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("lock").clone()
+    }
+
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.lines.lock().expect("lock").clone()
+    }
+
+    /// Every JSON event printed so far.
+    pub fn events(&self) -> Vec<Value> {
+        self.stdout_lines()
+            .iter()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+            .collect()
+    }
+
+    /// Waits until `done` holds for the events printed so far; returns them.
+    pub fn wait_for(&self, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let events = self.events();
+            if done(&events) {
+                return events;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; events:\n{}\nstderr:\n{}", dump(&events), self.stderr());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.pid() as i32, signal) };
+    }
+
+    /// SIGTERM, then the exit status and all of stderr.
+    pub fn stop(mut self) -> (ExitStatus, String) {
+        self.signal(libc::SIGTERM);
+        let status = wait_bounded(&mut self.child);
+        // Give the reader threads a moment to see the pipes close.
+        thread::sleep(Duration::from_millis(50));
+        (status, self.stderr())
+    }
+
+    /// Ids of the eBPF programs this tracer holds open, from its fdinfo.
+    pub fn program_ids(&self) -> Vec<u32> {
+        let dir = format!("/proc/{}/fdinfo", self.pid());
+        let mut ids = Vec::new();
+        for entry in std::fs::read_dir(dir).expect("fdinfo").flatten() {
+            let info = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            ids.extend(info.lines().filter_map(|l| l.strip_prefix("prog_id:")).filter_map(|v| v.trim().parse::<u32>().ok()));
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn dump(events: &[Value]) -> String {
+    events.iter().map(Value::to_string).collect::<Vec<_>>().join("\n")
+}
+
+/// Events in namespace `netns` whose local or remote port is `port`.
+pub fn of_port<'a>(events: &'a [Value], netns: u64, port: u16) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| e["netns"] == netns && (e["lport"] == port || e["rport"] == port))
+        .collect()
+}
+
+/// The first event matching `kind` with local port `lport`, if any.
+pub fn find<'a>(events: &[&'a Value], kind: &str, lport: u16) -> Option<&'a Value> {
+    events.iter().copied().find(|e| e["event"] == kind && e["lport"] == lport)
+}
+
+/// A port no other test uses at the same time.
+pub fn port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Namespaces are per test, so only tests sharing one could collide.
+    20000 + NEXT.fetch_add(1, Ordering::Relaxed) as u16
+}
+
+impl Tracer {
+    /// Waits for tcptrace to exit on its own (e.g. after --count).
+    pub fn wait_exit(mut self) -> (ExitStatus, String) {
+        let status = wait_bounded(&mut self.child);
+        thread::sleep(Duration::from_millis(50));
+        (status, self.stderr())
+    }
+}
+
+/// Every event of the connection one of whose events is `anchor`, in order.
+pub fn connection<'a>(events: &[&'a Value], anchor: &Value) -> Vec<&'a Value> {
+    events.iter().copied().filter(|e| e["conn_id"] == anchor["conn_id"]).collect()
+}
+
+/// (old_state, new_state) of the `state` events among `events`, in order.
+pub fn transitions(events: &[&Value]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "state")
+        .map(|e| (e["old_state"].as_str().unwrap_or("").to_owned(), e["new_state"].as_str().unwrap_or("").to_owned()))
+        .collect()
+}
+
+pub fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect()
+}
