@@ -1,7 +1,7 @@
 //! `syscalls:sys_exit_accept{,4}`: the process that accepts a passive
 //! connection becomes its owner. Fires for every socket family; a socket not
 //! in `CONNS` (AF_UNIX, or not seen opening) is ignored.
-use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext, EbpfContext};
+use aya_ebpf::{EbpfContext, helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
 use tcptrace_common::kind;
 
 use crate::{

@@ -1,7 +1,10 @@
 //! `sock:inet_sock_set_state`: the spine. Every TCP state change in every
 //! network namespace passes here; the current task is often not the owner.
 use aya_ebpf::{
-    EbpfContext, helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns}, macros::tracepoint, programs::TracePointContext,
+    EbpfContext,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::tracepoint,
+    programs::TracePointContext,
 };
 use tcptrace_common::{Event, counter, direction, flags, kind};
 

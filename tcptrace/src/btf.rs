@@ -45,9 +45,7 @@ pub struct Btf {
 }
 
 fn u32_at(data: &[u8], at: usize) -> Result<u32, BtfError> {
-    data.get(at..at + 4)
-        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-        .ok_or(BtfError::Truncated)
+    data.get(at..at + 4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]])).ok_or(BtfError::Truncated)
 }
 
 impl Btf {
@@ -125,9 +123,9 @@ impl Btf {
     }
 
     fn find_struct(&self, name: &str) -> Option<&Type> {
-        self.types
-            .iter()
-            .find(|t| (t.kind == KIND_STRUCT || t.kind == KIND_UNION) && !t.members.is_empty() && self.name(t.name_off) == name)
+        self.types.iter().find(|t| {
+            (t.kind == KIND_STRUCT || t.kind == KIND_UNION) && !t.members.is_empty() && self.name(t.name_off) == name
+        })
     }
 
     /// Bit offset and type of member `name` in `ty`, looking through anonymous

@@ -64,7 +64,8 @@ mod tests {
 
     #[test]
     fn accepts_repeated_filters() {
-        let config = parse(&["-p", "10", "--pid", "11", "-P", "80", "-o", "json", "--states", "-n", "5"]).expect("valid");
+        let config =
+            parse(&["-p", "10", "--pid", "11", "-P", "80", "-o", "json", "--states", "-n", "5"]).expect("valid");
         assert_eq!(config.pids, [10, 11]);
         assert_eq!(config.ports, [80]);
         assert_eq!(config.format, OutputFormat::Json);

@@ -42,7 +42,7 @@ pub enum DecodeError {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// Neither root nor the capabilities eBPF tracing needs.
-    #[error("tcptrace needs root (or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN): run it with sudo")]
+    #[error("root privileges are required (or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN): run tcptrace with sudo")]
     NotPrivileged,
     /// tracefs is not mounted and could not be mounted.
     #[error("tracefs is not mounted and mounting it on /sys/kernel/tracing failed: {0}")]

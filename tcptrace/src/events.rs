@@ -169,8 +169,13 @@ impl Decoder {
             family::INET6 => (IpAddr::V6(Ipv6Addr::from(raw.saddr)), IpAddr::V6(Ipv6Addr::from(raw.daddr))),
             other => return Err(DecodeError::Family(other)),
         };
-        let owner = (raw.flags & flags::OWNER_KNOWN != 0).then_some(Owner { pid: raw.tgid, uid: raw.uid, comm: Comm(raw.comm) });
-        let age = (raw.flags & flags::START_KNOWN != 0).then(|| Duration::from_nanos(raw.ts_ns.saturating_sub(raw.start_ns)));
+        let owner = (raw.flags & flags::OWNER_KNOWN != 0).then_some(Owner {
+            pid: raw.tgid,
+            uid: raw.uid,
+            comm: Comm(raw.comm),
+        });
+        let age =
+            (raw.flags & flags::START_KNOWN != 0).then(|| Duration::from_nanos(raw.ts_ns.saturating_sub(raw.start_ns)));
         Ok(ConnEvent {
             time: SystemTime::UNIX_EPOCH + self.boot_to_wall + Duration::from_nanos(raw.ts_ns),
             kind,

@@ -33,11 +33,25 @@ pub struct Tracer {
     pub hooks: Vec<Hook>,
 }
 
-/// (program, purpose, tracepoints it attaches to)
-const PROGRAMS: &[(&str, &str, &[(&str, &str)])] = &[
-    ("tcptrace_state", "state changes", &[("sock", "inet_sock_set_state")]),
-    ("tcptrace_connect", "connect owner and local port", &[("syscalls", "sys_exit_connect")]),
-    ("tcptrace_accept", "accept owner", &[("syscalls", "sys_exit_accept4"), ("syscalls", "sys_exit_accept")]),
+/// A kernel program and the tracepoints (category, name) it attaches to.
+struct Program {
+    name: &'static str,
+    purpose: &'static str,
+    tracepoints: &'static [(&'static str, &'static str)],
+}
+
+const PROGRAMS: &[Program] = &[
+    Program { name: "tcptrace_state", purpose: "state changes", tracepoints: &[("sock", "inet_sock_set_state")] },
+    Program {
+        name: "tcptrace_connect",
+        purpose: "connect owner and local port",
+        tracepoints: &[("syscalls", "sys_exit_connect")],
+    },
+    Program {
+        name: "tcptrace_accept",
+        purpose: "accept owner",
+        tracepoints: &[("syscalls", "sys_exit_accept4"), ("syscalls", "sys_exit_accept")],
+    },
 ];
 
 pub fn load(config: &Config) -> Result<Tracer, LoadError> {
@@ -56,7 +70,7 @@ pub fn load(config: &Config) -> Result<Tracer, LoadError> {
     fill_filter(&mut ebpf, "FILTER_PORTS", &config.ports)?;
 
     let mut hooks = Vec::new();
-    for &(name, purpose, points) in PROGRAMS {
+    for &Program { name, purpose, tracepoints: points } in PROGRAMS {
         let failed = |source| LoadError::Program { what: format!("{purpose} ({name})"), source };
         let program: &mut TracePoint = ebpf
             .program_mut(name)

@@ -1,6 +1,9 @@
 //! One tracing session: drain the ring buffer, decode, write, report losses,
 //! stop on Ctrl-C, SIGTERM or --count.
-use std::{io::Write, time::{Duration, SystemTime}};
+use std::{
+    io::Write,
+    time::{Duration, SystemTime},
+};
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use tcptrace_common::counter;

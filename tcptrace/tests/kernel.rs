@@ -32,14 +32,18 @@ fn lifecycle(host: &str, family: &str) {
     for event in &client {
         assert_eq!(event["pid"], client_pid, "{event}");
         assert_eq!(event["comm"], "python3", "{event}");
-        assert_eq!((event["laddr"].as_str(), event["raddr"].as_str(), &event["rport"]), (Some(host), Some(host), &Value::from(port)));
+        assert_eq!(
+            (event["laddr"].as_str(), event["raddr"].as_str(), &event["rport"]),
+            (Some(host), Some(host), &Value::from(port))
+        );
         assert_eq!(event["family"], family);
         assert_eq!(event["conn_id"], client[0]["conn_id"], "one id per connection");
     }
     assert_eq!(client[1]["direction"], "outbound");
     assert!(client[2]["duration_us"].as_u64().is_some_and(|us| us > 0), "{}", client[2]);
 
-    let server_side: Vec<&Value> = ours.iter().copied().filter(|e| e["lport"] == port && e["rport"] == client_port).collect();
+    let server_side: Vec<&Value> =
+        ours.iter().copied().filter(|e| e["lport"] == port && e["rport"] == client_port).collect();
     let accept = find(&server_side, "accept", port).expect("accept event");
     let established = find(&server_side, "established", port).expect("server established");
     let close = find(&server_side, "close", port).expect("server close");
@@ -115,7 +119,8 @@ fn connect_to_a_closed_port_is_syn_sent_then_close() {
     let connect = ours.iter().find(|e| e["event"] == "connect").expect("connect event");
     let attempt = connection(&ours, connect);
     assert_eq!(transitions(&attempt), pairs(&[("CLOSE", "SYN_SENT"), ("SYN_SENT", "CLOSE")]));
-    let kinds_in_order: Vec<&str> = attempt.iter().filter_map(|e| e["event"].as_str()).filter(|k| *k != "state").collect();
+    let kinds_in_order: Vec<&str> =
+        attempt.iter().filter_map(|e| e["event"].as_str()).filter(|k| *k != "state").collect();
     assert_eq!(kinds_in_order, ["connect", "close"]);
     assert_eq!(connect["pid"], client.pid());
     assert_ne!(connect["lport"], 0, "the kernel chose a local port before the RST");
@@ -161,11 +166,8 @@ fn unloads_on(signal: i32) {
     let (status, stderr) = tracer.wait_exit();
     assert!(status.success(), "{status:?}\n{stderr}");
     assert!(stderr.lines().last().is_some_and(|l| l.contains("events,") && l.contains("lost")), "{stderr}");
-    let still_loaded: Vec<u32> = aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .map(|p| p.id())
-        .filter(|id| ids.contains(id))
-        .collect();
+    let still_loaded: Vec<u32> =
+        aya::programs::loaded_programs().filter_map(Result::ok).map(|p| p.id()).filter(|id| ids.contains(id)).collect();
     assert!(still_loaded.is_empty(), "programs {still_loaded:?} still loaded after exit");
 }
 
@@ -193,4 +195,32 @@ fn count_exits_after_n_events() {
     assert!(status.success(), "{stderr}");
     assert!(lines.len() <= 2);
     assert!(stderr.contains("tcptrace: 2 events"), "{stderr}");
+}
+
+/// `tcptrace | head -3`: the reader goes away, tcptrace ends with status 0 and
+/// says nothing about it.
+#[test]
+fn closed_stdout_ends_quietly() {
+    use std::io::{BufRead, BufReader};
+
+    require_root();
+    let ns = Netns::new();
+    let port = port();
+    let (tracer, stdout) = Tracer::start_piped(&[], &["-P", &port.to_string()]);
+    let mut server = ns.server("127.0.0.1", port, 3);
+    ns.client("127.0.0.1", port);
+    let mut head = BufReader::new(stdout);
+    for _ in 0..3 {
+        let mut line = String::new();
+        assert!(head.read_line(&mut line).expect("read") > 0, "tcptrace printed fewer than 3 lines");
+    }
+    drop(head);
+    // More events for tcptrace to write into the closed pipe.
+    ns.client("127.0.0.1", port);
+    ns.client("127.0.0.1", port);
+    assert!(server.wait().success());
+    let (status, stderr) = tracer.wait_exit();
+    assert!(status.success(), "{status:?}\n{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.contains("tcptrace: ready"), "nothing may follow the ready line:\n{stderr}");
 }

@@ -38,19 +38,20 @@ pub(crate) mod samples {
         let base = SystemTime::UNIX_EPOCH + Duration::new(1_764_000_000, 123_456_789);
         let client = Owner { pid: 4242, uid: 1000, comm: Comm::new("curl") };
         let server = Owner { pid: 777, uid: 0, comm: Comm::new("python3") };
-        let event = |ms: u64, kind, owner, local: &str, remote: &str, old, new, direction, age_us: Option<u64>| ConnEvent {
-            time: base + Duration::from_millis(ms),
-            kind,
-            owner,
-            local: local.parse().expect("addr"),
-            remote: remote.parse().expect("addr"),
-            netns: 4026531840,
-            conn_id: if local.ends_with(":8000") { 0x1111 } else { 0x2222 },
-            old_state: TcpState(old),
-            state: TcpState(new),
-            direction,
-            age: age_us.map(Duration::from_micros),
-        };
+        let event =
+            |ms: u64, kind, owner, local: &str, remote: &str, old, new, direction, age_us: Option<u64>| ConnEvent {
+                time: base + Duration::from_millis(ms),
+                kind,
+                owner,
+                local: local.parse().expect("addr"),
+                remote: remote.parse().expect("addr"),
+                netns: 4026531840,
+                conn_id: if local.ends_with(":8000") { 0x1111 } else { 0x2222 },
+                old_state: TcpState(old),
+                state: TcpState(new),
+                direction,
+                age: age_us.map(Duration::from_micros),
+            };
         let (c, s) = ("127.0.0.1:45678", "127.0.0.1:8000");
         vec![
             event(0, EventKind::Connect, Some(client), c, s, 0, 2, Direction::Outbound, Some(0)),

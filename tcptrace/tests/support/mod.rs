@@ -149,6 +149,18 @@ impl Tracer {
     }
 
     pub fn start_with(format: &[&str], args: &[&str]) -> Self {
+        let (tracer, stdout) = Self::start_piped(format, args);
+        let sink = Arc::clone(&tracer.lines);
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().expect("lock").push(line);
+            }
+        });
+        tracer
+    }
+
+    /// Starts tcptrace and hands its stdout to the caller, who reads it (or closes it).
+    pub fn start_piped(format: &[&str], args: &[&str]) -> (Self, std::process::ChildStdout) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tcptrace"))
             .args(format)
             .args(args)
@@ -158,12 +170,6 @@ impl Tracer {
             .expect("spawn tcptrace");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let stdout = child.stdout.take().expect("stdout");
-        let sink = Arc::clone(&lines);
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().expect("lock").push(line);
-            }
-        });
         let stderr = Arc::new(Mutex::new(String::new()));
         let (ready_tx, ready) = channel();
         let log = Arc::clone(&stderr);
@@ -183,7 +189,7 @@ impl Tracer {
             let status = tracer.child.try_wait().ok().flatten();
             panic!("tcptrace never got ready (exit {status:?}); stderr:\n{}", tracer.stderr());
         }
-        tracer
+        (tracer, stdout)
     }
 
     pub fn pid(&self) -> u32 {
@@ -241,7 +247,9 @@ impl Tracer {
         let mut ids = Vec::new();
         for entry in std::fs::read_dir(dir).expect("fdinfo").flatten() {
             let info = std::fs::read_to_string(entry.path()).unwrap_or_default();
-            ids.extend(info.lines().filter_map(|l| l.strip_prefix("prog_id:")).filter_map(|v| v.trim().parse::<u32>().ok()));
+            ids.extend(
+                info.lines().filter_map(|l| l.strip_prefix("prog_id:")).filter_map(|v| v.trim().parse::<u32>().ok()),
+            );
         }
         ids.sort_unstable();
         ids.dedup();
@@ -261,11 +269,8 @@ pub fn dump(events: &[Value]) -> String {
 }
 
 /// Events in namespace `netns` whose local or remote port is `port`.
-pub fn of_port<'a>(events: &'a [Value], netns: u64, port: u16) -> Vec<&'a Value> {
-    events
-        .iter()
-        .filter(|e| e["netns"] == netns && (e["lport"] == port || e["rport"] == port))
-        .collect()
+pub fn of_port(events: &[Value], netns: u64, port: u16) -> Vec<&Value> {
+    events.iter().filter(|e| e["netns"] == netns && (e["lport"] == port || e["rport"] == port)).collect()
 }
 
 /// The first event matching `kind` with local port `lport`, if any.

@@ -1,0 +1,82 @@
+//! The command line as a user meets it: help, version, bad input, no root.
+use std::process::{Command, Output};
+
+fn tcptrace(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tcptrace")).args(args).output().expect("run tcptrace")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn help_lists_every_flag() {
+    let out = tcptrace(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--output", "--states", "--pid", "--port", "--count", "--version"] {
+        assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
+    }
+}
+
+#[test]
+fn version() {
+    let out = tcptrace(&["--version"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("tcptrace {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn bad_arguments_fail_with_clap_errors() {
+    for (args, needle) in [
+        (&["--frobnicate"][..], "unexpected argument"),
+        (&["-o", "xml"][..], "invalid value"),
+        (&["-p", "abc"][..], "invalid value"),
+        (&["-P", "70000"][..], "invalid value"),
+    ] {
+        let out = tcptrace(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn meaningless_values_get_one_line_errors() {
+    for (args, message) in [
+        (&["-p", "0"][..], "tcptrace: --pid 0 matches no process: pids start at 1\n"),
+        (&["-P", "0"][..], "tcptrace: --port 0 matches no connection: ports start at 1\n"),
+        (&["-n", "0"][..], "tcptrace: --count 0 would print nothing: give a count of at least 1\n"),
+    ] {
+        let out = tcptrace(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(stderr(&out), message);
+    }
+}
+
+/// Run as `nobody`, tcptrace says in one line what it needs and fails.
+#[test]
+fn without_root_says_what_is_needed() {
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        let out = tcptrace(&[]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(stderr(&out).contains("root privileges are required"), "{}", stderr(&out));
+        return;
+    }
+    // The build tree may sit where nobody cannot reach it: run a copy from /tmp.
+    let dir = std::env::temp_dir().join(format!("tcptrace-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let copy = dir.join("tcptrace");
+    std::fs::copy(env!("CARGO_BIN_EXE_tcptrace"), &copy).expect("copy binary");
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .arg(&copy)
+        .output()
+        .expect("setpriv (util-linux)");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        "tcptrace: root privileges are required (or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN): run tcptrace with sudo\n"
+    );
+}
