@@ -149,6 +149,31 @@ const _: () = assert!(core::mem::size_of::<LoadConfig>() == 40);
 // SAFETY: plain old data, repr(C), every bit pattern valid, padding explicit.
 unsafe impl aya::Pod for LoadConfig {}
 
+/// The process a socket belongs to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Owner {
+    pub tgid: u32,
+    pub uid: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Key of the kernel's `LISTENERS` map: a listening socket's namespace and port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ListenerKey {
+    pub netns: u32,
+    pub port: u16,
+    pub _pad: u16,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: as LoadConfig.
+unsafe impl aya::Pod for Owner {}
+#[cfg(feature = "user")]
+// SAFETY: as LoadConfig.
+unsafe impl aya::Pod for ListenerKey {}
+
 /// Key of the kernel's port filter map.
 pub type PortKey = u16;
 /// Key of the kernel's pid filter map.

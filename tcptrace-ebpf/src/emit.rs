@@ -1,17 +1,8 @@
 //! Building events from a connection's template and sending them to userspace.
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid};
-use tcptrace_common::{COMM_LEN, Event, counter, flags};
+use tcptrace_common::{COMM_LEN, Event, Owner, counter, flags};
 
 use crate::maps::{EVENTS, FILTER_PIDS, FILTER_PORTS, PENDING_CONNECT, config, count};
-
-/// The process a socket belongs to.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct Owner {
-    pub tgid: u32,
-    pub uid: u32,
-    pub comm: [u8; COMM_LEN],
-}
 
 /// The task running now. Only meaningful in process context (a syscall).
 pub fn current_owner() -> Owner {

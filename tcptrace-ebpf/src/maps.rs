@@ -3,9 +3,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use tcptrace_common::{Event, LoadConfig, PidKey, PortKey, counter};
-
-use crate::emit::Owner;
+use tcptrace_common::{Event, ListenerKey, LoadConfig, Owner, PidKey, PortKey, counter};
 
 /// Settings and kernel struct offsets, written by userspace before load.
 #[unsafe(no_mangle)]
@@ -56,7 +54,8 @@ pub static PENDING_CONNECT: HashMap<u64, u8> = HashMap::with_max_entries(65536, 
 pub static CONNECTING: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
 
 /// Owners of listening sockets by (netns, port): a passive connection belongs
-/// to its listener's owner until some process accepts it.
+/// to its listener's owner until some process accepts it. Userspace seeds it
+/// with the listeners that were open before tracing started.
 #[map]
 pub static LISTENERS: HashMap<ListenerKey, Owner> = HashMap::with_max_entries(16384, 0);
 
@@ -74,14 +73,6 @@ pub static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
 /// Per-CPU counters indexed by `tcptrace_common::counter`.
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct ListenerKey {
-    pub netns: u32,
-    pub port: u16,
-    pub _pad: u16,
-}
 
 pub fn count(index: u32) {
     if let Some(slot) = COUNTERS.get_ptr_mut(index) {

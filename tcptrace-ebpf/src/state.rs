@@ -6,12 +6,12 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use tcptrace_common::{Event, counter, direction, flags, kind};
+use tcptrace_common::{Event, ListenerKey, counter, direction, flags, kind};
 
 use crate::{
     emit::{current_owner, emit, emit_connect_once, set_owner},
     kernel::netns_of,
-    maps::{CONNECTING, CONNS, LISTENERS, ListenerKey, PENDING_CONNECT, SCRATCH, config, count},
+    maps::{CONNECTING, CONNS, LISTENERS, PENDING_CONNECT, SCRATCH, config, count},
 };
 
 /// Kernel TCP state numbers (include/net/tcp_states.h).

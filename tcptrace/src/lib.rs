@@ -9,4 +9,5 @@ pub mod error;
 pub mod events;
 pub mod loader;
 pub mod output;
+pub mod procfs;
 pub mod session;

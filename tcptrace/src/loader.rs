@@ -10,9 +10,9 @@ use aya::{
     maps::HashMap,
     programs::{ProgramError, TracePoint},
 };
-use tcptrace_common::{KernelOffsets, LoadConfig};
+use tcptrace_common::{KernelOffsets, ListenerKey, LoadConfig, Owner};
 
-use crate::{btf::Btf, config::Config, error::LoadError};
+use crate::{btf::Btf, config::Config, error::LoadError, procfs};
 
 /// The kernel programs, built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcptrace"));
@@ -84,7 +84,27 @@ pub fn load(config: &Config) -> Result<Tracer, LoadError> {
         let method = points.iter().map(|(c, e)| format!("{c}:{e}")).collect::<Vec<_>>().join(", ");
         hooks.push(Hook { purpose, method: format!("tracepoint {method}") });
     }
+    // After attaching, so a listener opened meanwhile is seen by one or the other.
+    seed_listeners(&mut ebpf)?;
     Ok(Tracer { ebpf, hooks })
+}
+
+/// Tells the kernel who owns the listeners that were open before we attached.
+fn seed_listeners(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+    const NAME: &str = "LISTENERS";
+    /// BPF_NOEXIST: an entry the kernel side just wrote is fresher than our scan.
+    const NO_OVERWRITE: u64 = 1;
+    let map = ebpf.map_mut(NAME).ok_or(LoadError::MissingMap(NAME))?;
+    let mut listeners: HashMap<_, ListenerKey, Owner> =
+        HashMap::try_from(map).map_err(|source| LoadError::Map { name: NAME, source })?;
+    for (key, owner) in procfs::listeners(Path::new("/proc")) {
+        match listeners.insert(key, owner, NO_OVERWRITE) {
+            Ok(()) => {}
+            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(source) => return Err(LoadError::Map { name: NAME, source }),
+        }
+    }
+    Ok(())
 }
 
 /// Member offsets of the running kernel, for the programs' pointer walks.
