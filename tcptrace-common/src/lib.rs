@@ -22,6 +22,15 @@ pub mod kind {
     pub const STATE: u8 = 5;
 }
 
+/// Kernel TCP state numbers (include/net/tcp_states.h), as in `Event::new_state`.
+pub mod tcp_state {
+    pub const ESTABLISHED: u8 = 1;
+    pub const SYN_SENT: u8 = 2;
+    pub const SYN_RECV: u8 = 3;
+    pub const CLOSE: u8 = 7;
+    pub const LISTEN: u8 = 10;
+}
+
 /// `Event::direction`: who opened the connection.
 pub mod direction {
     /// Not seen opening (it existed before tracing started).

@@ -2,6 +2,7 @@
 //! connection becomes its owner. Fires for every socket family; a socket not
 //! in `CONNS` (AF_UNIX, or not seen opening) is ignored.
 use aya_ebpf::{EbpfContext, helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
+use aya_log_ebpf::debug;
 use tcptrace_common::kind;
 
 use crate::{
@@ -21,6 +22,8 @@ pub fn tcptrace_accept(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let Ok(sk) = sock_of_fd(fd as u64) else {
+        // Only wrong struct offsets make this walk fail: worth a word at debug level.
+        debug!(&ctx, "accept: fd {} did not lead to a socket", fd);
         return 0;
     };
     let Some(conn) = CONNS.get_ptr_mut(&sk) else {

@@ -1,6 +1,6 @@
 //! Building events from a connection's template and sending them to userspace.
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid};
-use tcptrace_common::{COMM_LEN, Event, Owner, counter, flags};
+use tcptrace_common::{COMM_LEN, Event, Owner, counter, flags, tcp_state};
 
 use crate::maps::{EVENTS, FILTER_PIDS, FILTER_PORTS, PENDING_CONNECT, config, count};
 
@@ -45,7 +45,7 @@ pub fn emit(conn: &Event, kind: u8, ts_ns: u64, old_state: u8) {
     }
     match EVENTS.reserve::<Event>(0) {
         Some(mut slot) => {
-            fill(slot.as_mut_ptr(), conn, kind, ts_ns, old_state);
+            fill(slot.as_mut_ptr(), conn, kind, ts_ns, old_state, conn.new_state);
             slot.submit(0);
         }
         None => count(counter::LOST_EVENTS),
@@ -54,13 +54,14 @@ pub fn emit(conn: &Event, kind: u8, ts_ns: u64, old_state: u8) {
 
 /// Copies the template straight into the ring slot: no 96-byte temporary on
 /// the BPF stack.
-fn fill(slot: *mut Event, conn: &Event, kind: u8, ts_ns: u64, old_state: u8) {
+fn fill(slot: *mut Event, conn: &Event, kind: u8, ts_ns: u64, old_state: u8, new_state: u8) {
     // SAFETY: `slot` is a reserved ring record of exactly one Event.
     unsafe {
         core::ptr::copy_nonoverlapping(conn, slot, 1);
         (*slot).ts_ns = ts_ns;
         (*slot).kind = kind;
         (*slot).old_state = old_state;
+        (*slot).new_state = new_state;
     }
 }
 
@@ -74,7 +75,15 @@ pub fn emit_connect_once(conn: &Event, sk: u64) {
     let claimed = PENDING_CONNECT.remove(&sk).is_ok();
     match (slot, claimed) {
         (Some(mut slot), true) => {
-            fill(slot.as_mut_ptr(), conn, tcptrace_common::kind::CONNECT, conn.start_ns, 0);
+            // As of the moment connect() sent the SYN.
+            fill(
+                slot.as_mut_ptr(),
+                conn,
+                tcptrace_common::kind::CONNECT,
+                conn.start_ns,
+                tcp_state::CLOSE,
+                tcp_state::SYN_SENT,
+            );
             slot.submit(0);
         }
         (Some(slot), false) => slot.discard(0),

@@ -6,22 +6,13 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use tcptrace_common::{Event, ListenerKey, counter, direction, flags, kind};
+use tcptrace_common::{Event, ListenerKey, counter, direction, flags, kind, tcp_state as tcp};
 
 use crate::{
     emit::{current_owner, emit, emit_connect_once, set_owner},
     kernel::netns_of,
     maps::{CONNECTING, CONNS, LISTENERS, PENDING_CONNECT, SCRATCH, config, count},
 };
-
-/// Kernel TCP state numbers (include/net/tcp_states.h).
-mod tcp {
-    pub const ESTABLISHED: u8 = 1;
-    pub const SYN_SENT: u8 = 2;
-    pub const SYN_RECV: u8 = 3;
-    pub const CLOSE: u8 = 7;
-    pub const LISTEN: u8 = 10;
-}
 
 const IPPROTO_TCP: u16 = 6;
 /// Marks a listening socket's template: its transitions are not a connection's.
@@ -117,7 +108,8 @@ fn try_state(ctx: &TracePointContext) -> Result<(), i64> {
     if old == tcp::SYN_SENT {
         emit_connect_once(conn, sk);
     }
-    if config!(emit_states) != 0 {
+    // The kernel sometimes re-sets the state it is in; that is no transition.
+    if config!(emit_states) != 0 && old != new {
         emit(conn, kind::STATE, now, old);
     }
     match (old, new) {

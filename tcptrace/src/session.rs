@@ -40,6 +40,7 @@ pub async fn run<W: Write>(config: &Config, out: W) -> Result<Summary, RunError>
     for hook in &tracer.hooks {
         eprintln!("tcptrace: {}: {}", hook.purpose, hook.method);
     }
+    forward_kernel_logs(&mut tracer);
     let ring = take_map::<RingBuf<MapData>>(&mut tracer, "EVENTS")?;
     let counters = take_map::<PerCpuArray<MapData, u64>>(&mut tracer, "COUNTERS")?;
     // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd until
@@ -85,6 +86,25 @@ pub async fn run<W: Write>(config: &Config, out: W) -> Result<Summary, RunError>
     report_losses(&counters, &mut summary, writer.as_mut())?;
     drop(tracer);
     Ok(summary)
+}
+
+/// The kernel programs' aya-log records go to `log` (RUST_LOG=debug shows them).
+fn forward_kernel_logs(tracer: &mut Tracer) {
+    let logger = match aya_log::EbpfLogger::init(&mut tracer.ebpf) {
+        Ok(logger) => logger,
+        Err(error) => return log::debug!("kernel logs unavailable: {error}"),
+    };
+    // SAFETY: the logger owns its fd and lives inside the AsyncFd.
+    let mut logger = match unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) } {
+        Ok(logger) => logger,
+        Err(error) => return log::debug!("kernel logs unavailable: {}", std::io::Error::from(error)),
+    };
+    tokio::spawn(async move {
+        while let Ok(mut guard) = logger.readable_mut().await {
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    });
 }
 
 fn take_map<M>(tracer: &mut Tracer, name: &'static str) -> Result<M, RunError>

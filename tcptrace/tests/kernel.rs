@@ -39,6 +39,7 @@ fn lifecycle(host: &str, family: &str) {
         assert_eq!(event["family"], family);
         assert_eq!(event["conn_id"], client[0]["conn_id"], "one id per connection");
     }
+    assert_eq!(client[0]["state"], "SYN_SENT", "connect reports the state it began in");
     assert_eq!(client[1]["direction"], "outbound");
     assert!(client[2]["duration_us"].as_u64().is_some_and(|us| us > 0), "{}", client[2]);
 
