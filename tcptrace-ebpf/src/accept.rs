@@ -1,7 +1,15 @@
-//! `syscalls:sys_exit_accept{,4}`: the process that accepts a passive
-//! connection becomes its owner. Fires for every socket family; a socket not
-//! in `CONNS` (AF_UNIX, or not seen opening) is ignored.
-use aya_ebpf::{EbpfContext, helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
+//! The owner's accept(): the accepting process becomes the owner of a passive
+//! connection. Three ways in, best first (the loader picks one): fexit or
+//! kretprobe on `inet_csk_accept` (returns the new socket, TCP only), or the
+//! `syscalls:sys_exit_accept{,4}` tracepoints, which see only a file
+//! descriptor, for every socket family: a socket not in `CONNS` (AF_UNIX, or
+//! not seen opening) is ignored.
+use aya_ebpf::{
+    EbpfContext,
+    helpers::bpf_ktime_get_ns,
+    macros::{fexit, kretprobe, tracepoint},
+    programs::{FExitContext, RetProbeContext, TracePointContext},
+};
 use aya_log_ebpf::debug;
 use tcptrace_common::kind;
 
@@ -13,6 +21,20 @@ use crate::{
 
 /// `ret` in the syscall exit record.
 const RET: usize = 16;
+
+#[fexit(function = "inet_csk_accept")]
+pub fn tcptrace_accept_fexit(ctx: FExitContext) -> u32 {
+    if let Ok(sk) = ctx.ret::<u64>() {
+        on_accept(sk);
+    }
+    0
+}
+
+#[kretprobe]
+pub fn tcptrace_accept_kretprobe(ctx: RetProbeContext) -> u32 {
+    on_accept(ctx.ret::<u64>());
+    0
+}
 
 #[tracepoint]
 pub fn tcptrace_accept(ctx: TracePointContext) -> u32 {
@@ -26,8 +48,16 @@ pub fn tcptrace_accept(ctx: TracePointContext) -> u32 {
         debug!(&ctx, "accept: fd {} did not lead to a socket", fd);
         return 0;
     };
+    on_accept(sk);
+    0
+}
+
+fn on_accept(sk: u64) {
+    if sk == 0 {
+        return;
+    }
     let Some(conn) = CONNS.get_ptr_mut(&sk) else {
-        return 0;
+        return;
     };
     // SAFETY: map value valid for this run.
     let conn = unsafe { &mut *conn };
@@ -35,5 +65,4 @@ pub fn tcptrace_accept(ctx: TracePointContext) -> u32 {
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     emit(conn, kind::ACCEPT, now, conn.new_state);
-    0
 }

@@ -1,13 +1,33 @@
-//! `syscalls:sys_exit_connect`: a non-blocking connect() returns while the
-//! handshake is in flight; this is the first moment the chosen local port can
-//! be read in the owner's context, so the `connect` event goes out here.
-use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext};
+//! The owner's connect(): emits the `connect` event with the local port the
+//! kernel chose. Three ways in, best first (the loader picks one):
+//! fentry or kprobe on `tcp_connect` (called once the port is chosen, in the
+//! connecting task), or the `syscalls:sys_exit_connect` tracepoint (a
+//! non-blocking connect() returns while the handshake is in flight).
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid,
+    macros::{fentry, kprobe, tracepoint},
+    programs::{FEntryContext, ProbeContext, TracePointContext},
+};
 
 use crate::{
     emit::emit_connect_once,
     kernel::local_port_of,
     maps::{CONNECTING, CONNS},
 };
+
+#[fentry(function = "tcp_connect")]
+pub fn tcptrace_connect_fentry(ctx: FEntryContext) -> u32 {
+    on_connect(ctx.arg(0));
+    0
+}
+
+#[kprobe]
+pub fn tcptrace_connect_kprobe(ctx: ProbeContext) -> u32 {
+    if let Some(sk) = ctx.arg(0) {
+        on_connect(sk);
+    }
+    0
+}
 
 #[tracepoint]
 pub fn tcptrace_connect(_ctx: TracePointContext) -> u32 {
@@ -17,8 +37,13 @@ pub fn tcptrace_connect(_ctx: TracePointContext) -> u32 {
         return 0;
     };
     let _ = CONNECTING.remove(&pid_tgid);
+    on_connect(sk);
+    0
+}
+
+fn on_connect(sk: u64) {
     let Some(conn) = CONNS.get_ptr_mut(&sk) else {
-        return 0;
+        return;
     };
     // SAFETY: map value valid for this run.
     let conn = unsafe { &mut *conn };
@@ -27,5 +52,4 @@ pub fn tcptrace_connect(_ctx: TracePointContext) -> u32 {
         conn.sport = port;
     }
     emit_connect_once(conn, sk);
-    0
 }

@@ -5,6 +5,8 @@
 #[cfg(target_arch = "bpf")]
 mod accept;
 #[cfg(target_arch = "bpf")]
+mod close;
+#[cfg(target_arch = "bpf")]
 mod connect;
 #[cfg(target_arch = "bpf")]
 mod emit;

@@ -9,8 +9,8 @@ use clap::{Parser, ValueEnum};
 #[command(name = "tcptrace", version, max_term_width = 100)]
 pub struct Cli {
     /// Output format: aligned columns for people, or JSON Lines for machines.
-    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Human)]
-    pub output: OutputFormat,
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputArg::Human)]
+    pub output: OutputArg,
 
     /// Also print every TCP state transition (SYN_SENT, FIN_WAIT1, CLOSE_WAIT, ...).
     #[arg(long)]
@@ -27,12 +27,26 @@ pub struct Cli {
     /// Exit after printing N events.
     #[arg(short = 'n', long = "count", value_name = "N")]
     pub count: Option<u64>,
+
+    /// How to hook the kernel functions that tie sockets to processes. auto
+    /// tries fentry, then kprobe, then tracepoints only; the others use that
+    /// method wherever a hook offers it, and fail if it cannot attach.
+    #[arg(long, value_enum, default_value_t = AttachArg::Auto)]
+    pub attach: AttachArg,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
+pub enum OutputArg {
     Human,
     Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AttachArg {
+    Auto,
+    Fentry,
+    Kprobe,
+    Tracepoint,
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Validated settings, free of clap types.
 use std::num::NonZeroU64;
 
-use crate::cli::{Cli, OutputFormat};
+use crate::cli::{AttachArg, Cli, OutputArg};
 
 /// Most pids or ports a filter takes (the kernel maps' size).
 pub const MAX_FILTER_ENTRIES: usize = 1024;
@@ -13,6 +13,39 @@ pub struct Config {
     pub pids: Vec<u32>,
     pub ports: Vec<u16>,
     pub count: Option<NonZeroU64>,
+    pub attach: Attach,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    Human,
+    Json,
+}
+
+/// Which attach method the kernel-function hooks use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attach {
+    /// The best that works: fentry, then kprobe, then tracepoints.
+    Auto,
+    /// Only this method where a hook offers it (tracepoints elsewhere).
+    Only(Method),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Fentry,
+    Kprobe,
+    Tracepoint,
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fentry => "fentry",
+            Self::Kprobe => "kprobe",
+            Self::Tracepoint => "tracepoint",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -47,7 +80,17 @@ impl TryFrom<Cli> for Config {
             Some(n) => Some(NonZeroU64::new(n).ok_or(ConfigError::ZeroCount)?),
             None => None,
         };
-        Ok(Self { format: cli.output, states: cli.states, pids: cli.pids, ports: cli.ports, count })
+        let format = match cli.output {
+            OutputArg::Human => OutputFormat::Human,
+            OutputArg::Json => OutputFormat::Json,
+        };
+        let attach = match cli.attach {
+            AttachArg::Auto => Attach::Auto,
+            AttachArg::Fentry => Attach::Only(Method::Fentry),
+            AttachArg::Kprobe => Attach::Only(Method::Kprobe),
+            AttachArg::Tracepoint => Attach::Only(Method::Tracepoint),
+        };
+        Ok(Self { format, states: cli.states, pids: cli.pids, ports: cli.ports, count, attach })
     }
 }
 

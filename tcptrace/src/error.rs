@@ -53,9 +53,9 @@ pub enum LoadError {
     /// The kernel refused the object or one of its maps.
     #[error("loading the eBPF object failed: {0}")]
     Object(#[from] aya::EbpfError),
-    /// A program failed to load or attach.
-    #[error("{what}: {source}")]
-    Program { what: String, source: aya::programs::ProgramError },
+    /// No method could attach a hook tcptrace needs (or the one asked for).
+    #[error("cannot attach {purpose}: {tried}")]
+    Attach { purpose: &'static str, tried: String },
     /// A map the object must contain is missing or has the wrong type.
     #[error("eBPF map {name}: {source}")]
     Map { name: &'static str, source: aya::maps::MapError },

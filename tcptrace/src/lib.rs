@@ -2,6 +2,7 @@
 //!
 //! Data flows one way: kernel hook -> ring buffer -> [`events`] decode ->
 //! [`output`] writer; [`loader`] sets up the kernel side, [`session`] runs it.
+pub mod attach;
 pub mod btf;
 pub mod cli;
 pub mod config;

@@ -1,18 +1,18 @@
 //! Load the kernel object, set its load-time globals and filter maps, attach.
 //!
-//! Every hook is a classic tracepoint. They are the attach method that works on
-//! every kernel tcptrace supports, including locked-down ones that refuse
-//! fentry/fexit and have no kprobes (see README: "Kernel requirements").
+//! Which method each hook gets is attach.rs's business.
 use std::path::Path;
 
-use aya::{
-    Ebpf, EbpfLoader,
-    maps::HashMap,
-    programs::{ProgramError, TracePoint},
-};
+use aya::{Ebpf, EbpfLoader, maps::HashMap};
 use tcptrace_common::{KernelOffsets, ListenerKey, LoadConfig, Owner};
 
-use crate::{btf::Btf, config::Config, error::LoadError, procfs};
+use crate::{
+    attach::{self, HookReport},
+    btf::Btf,
+    config::Config,
+    error::LoadError,
+    procfs,
+};
 
 /// The kernel programs, built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcptrace"));
@@ -20,39 +20,11 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tc
 const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 const TRACEFS: &str = "/sys/kernel/tracing";
 
-/// A hook and how it got attached, for the start-up report.
-#[derive(Debug, Clone)]
-pub struct Hook {
-    pub purpose: &'static str,
-    pub method: String,
-}
-
 /// The loaded programs. Dropping it detaches every link and unloads everything.
 pub struct Tracer {
     pub ebpf: Ebpf,
-    pub hooks: Vec<Hook>,
+    pub hooks: Vec<HookReport>,
 }
-
-/// A kernel program and the tracepoints (category, name) it attaches to.
-struct Program {
-    name: &'static str,
-    purpose: &'static str,
-    tracepoints: &'static [(&'static str, &'static str)],
-}
-
-const PROGRAMS: &[Program] = &[
-    Program { name: "tcptrace_state", purpose: "state changes", tracepoints: &[("sock", "inet_sock_set_state")] },
-    Program {
-        name: "tcptrace_connect",
-        purpose: "connect owner and local port",
-        tracepoints: &[("syscalls", "sys_exit_connect")],
-    },
-    Program {
-        name: "tcptrace_accept",
-        purpose: "accept owner",
-        tracepoints: &[("syscalls", "sys_exit_accept4"), ("syscalls", "sys_exit_accept")],
-    },
-];
 
 pub fn load(config: &Config) -> Result<Tracer, LoadError> {
     ensure_privileged()?;
@@ -69,21 +41,7 @@ pub fn load(config: &Config) -> Result<Tracer, LoadError> {
     fill_filter(&mut ebpf, "FILTER_PIDS", &config.pids)?;
     fill_filter(&mut ebpf, "FILTER_PORTS", &config.ports)?;
 
-    let mut hooks = Vec::new();
-    for &Program { name, purpose, tracepoints: points } in PROGRAMS {
-        let failed = |source| LoadError::Program { what: format!("{purpose} ({name})"), source };
-        let program: &mut TracePoint = ebpf
-            .program_mut(name)
-            .ok_or_else(|| failed(ProgramError::InvalidName { name: name.to_owned() }))?
-            .try_into()
-            .map_err(failed)?;
-        program.load().map_err(failed)?;
-        for (category, event) in points {
-            program.attach(category, event).map_err(failed)?;
-        }
-        let method = points.iter().map(|(c, e)| format!("{c}:{e}")).collect::<Vec<_>>().join(", ");
-        hooks.push(Hook { purpose, method: format!("tracepoint {method}") });
-    }
+    let hooks = attach::attach_all(&mut ebpf, config.attach)?;
     // After attaching, so a listener opened meanwhile is seen by one or the other.
     seed_listeners(&mut ebpf)?;
     Ok(Tracer { ebpf, hooks })

@@ -38,7 +38,7 @@ const LOSS_CHECK: Duration = Duration::from_secs(1);
 pub async fn run<W: Write>(config: &Config, out: W) -> Result<Summary, RunError> {
     let mut tracer = loader::load(config)?;
     for hook in &tracer.hooks {
-        eprintln!("tcptrace: {}: {}", hook.purpose, hook.method);
+        eprintln!("tcptrace: {hook}");
     }
     forward_kernel_logs(&mut tracer);
     let ring = take_map::<RingBuf<MapData>>(&mut tracer, "EVENTS")?;

@@ -1,7 +1,7 @@
 //! Event writers, one file per format, behind one trait so tests pass a Vec<u8>.
 use std::{io, time::SystemTime};
 
-use crate::{cli::OutputFormat, events::ConnEvent};
+use crate::{config::OutputFormat, events::ConnEvent};
 
 mod human;
 mod json;

@@ -160,9 +160,13 @@ impl Tracer {
     }
 
     /// Starts tcptrace and hands its stdout to the caller, who reads it (or closes it).
+    /// TCPTRACE_TEST_ATTACH=fentry|kprobe|tracepoint runs every test on that
+    /// attach method alone (the VM runs use it to cover each rung).
     pub fn start_piped(format: &[&str], args: &[&str]) -> (Self, std::process::ChildStdout) {
+        let attach = std::env::var("TCPTRACE_TEST_ATTACH").unwrap_or_else(|_| "auto".to_owned());
         let mut child = Command::new(env!("CARGO_BIN_EXE_tcptrace"))
             .args(format)
+            .args(["--attach", &attach])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
