@@ -20,6 +20,27 @@ pub mod kind {
     pub const CLOSE: u8 = 4;
     /// Any state transition (opt-in).
     pub const STATE: u8 = 5;
+    /// A connection that never reached ESTABLISHED reached CLOSE.
+    pub const FAILED: u8 = 6;
+    /// A segment was retransmitted (opt-in).
+    pub const RETRANSMIT: u8 = 7;
+    /// A RST was sent or received (opt-in).
+    pub const RESET: u8 = 8;
+    /// Highest kind number, for masks.
+    pub const MAX: u8 = 8;
+}
+
+/// `Event::closed_by`: which end sent the first FIN or RST.
+pub mod side {
+    pub const UNKNOWN: u8 = 0;
+    pub const LOCAL: u8 = 1;
+    pub const REMOTE: u8 = 2;
+}
+
+/// `Event::reset`: which way a RST went, for `kind::RESET`.
+pub mod reset {
+    pub const SENT: u8 = 1;
+    pub const RECEIVED: u8 = 2;
 }
 
 /// Kernel TCP state numbers (include/net/tcp_states.h), as in `Event::new_state`.
@@ -27,8 +48,14 @@ pub mod tcp_state {
     pub const ESTABLISHED: u8 = 1;
     pub const SYN_SENT: u8 = 2;
     pub const SYN_RECV: u8 = 3;
+    pub const FIN_WAIT1: u8 = 4;
+    pub const FIN_WAIT2: u8 = 5;
+    pub const TIME_WAIT: u8 = 6;
     pub const CLOSE: u8 = 7;
+    pub const CLOSE_WAIT: u8 = 8;
+    pub const LAST_ACK: u8 = 9;
     pub const LISTEN: u8 = 10;
+    pub const CLOSING: u8 = 11;
 }
 
 /// `Event::direction`: who opened the connection.
@@ -63,9 +90,20 @@ pub mod flags {
     pub const OWNER_KNOWN: u8 = 1;
     /// `start_ns` is the connection's first transition (seen while tracing).
     pub const START_KNOWN: u8 = 2;
+    /// The connection reached ESTABLISHED: its end is a close, not a failure.
+    pub const ESTABLISHED: u8 = 4;
+    /// This host sent a RST on the connection.
+    pub const RST_SENT: u8 = 8;
+    /// The peer's RST arrived.
+    pub const RST_RECEIVED: u8 = 16;
+    /// The peer acknowledged our FIN (it counts in tcp_sock.bytes_acked).
+    pub const FIN_ACKED: u8 = 32;
+    /// The peer's FIN arrived (it counts in tcp_sock.bytes_received).
+    pub const FIN_RECEIVED: u8 = 64;
 }
 
-/// One record in the ring buffer.
+/// One record in the ring buffer. Fields marked with an event kind are
+/// meaningful only for that kind.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Event {
@@ -73,9 +111,15 @@ pub struct Event {
     pub ts_ns: u64,
     /// When the connection's first transition happened, CLOCK_MONOTONIC.
     pub start_ns: u64,
-    /// The kernel's `struct sock` address. Userspace hashes it into a
-    /// connection id and never prints it: printing it would leak KASLR.
+    /// The kernel's `struct sock` (or request sock) address. Userspace hashes
+    /// it into a connection id and never prints it: that would leak KASLR.
     pub sock_addr: u64,
+    /// Close: sequence space the peer acknowledged (tcp_sock.bytes_acked:
+    /// data, plus one for an active open's SYN and one for an acked FIN).
+    pub bytes_acked: u64,
+    /// Close: sequence space received in order (tcp_sock.bytes_received:
+    /// data, plus one for the peer's FIN).
+    pub bytes_received: u64,
     /// Local address: 4 bytes for IPv4, then zeros; 16 bytes for IPv6.
     pub saddr: [u8; 16],
     /// Remote address, laid out as `saddr`.
@@ -84,8 +128,22 @@ pub struct Event {
     pub tgid: u32,
     /// Owning process's real uid.
     pub uid: u32,
-    /// Inode number of the socket's network namespace.
+    /// Inode number of the socket's network namespace; 0 if unknown.
     pub netns: u32,
+    /// Established: how long the handshake took, microseconds.
+    pub handshake_us: u32,
+    /// Close: segments sent (tcp_sock.segs_out).
+    pub segs_out: u32,
+    /// Close: segments received (tcp_sock.segs_in).
+    pub segs_in: u32,
+    /// Close: segments retransmitted (tcp_sock.total_retrans).
+    pub retransmits: u32,
+    /// Close: smoothed round-trip time, microseconds.
+    pub srtt_us: u32,
+    /// Close and failed: the socket's error (sk_err), a positive errno; 0 if none.
+    pub error: u32,
+    /// Reset sent: the kernel's `enum sk_rst_reason`.
+    pub reset_reason: u32,
     /// Local port, host byte order.
     pub sport: u16,
     /// Remote port, host byte order.
@@ -104,14 +162,18 @@ pub struct Event {
     pub direction: u8,
     /// Bits of `flags`.
     pub flags: u8,
-    pub _pad: [u8; 2],
+    /// Close: one of `side`.
+    pub closed_by: u8,
+    /// Reset: one of `reset`.
+    pub reset: u8,
+    pub _pad: [u8; 4],
 }
 
 /// The byte size userspace checks every record against.
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
 
 // A change of layout must be deliberate: these fail the build otherwise.
-const _: () = assert!(EVENT_SIZE == 96);
+const _: () = assert!(EVENT_SIZE == 144);
 const _: () = assert!(core::mem::align_of::<Event>() == 8);
 
 /// Byte offsets of the kernel struct members the programs read, taken from the
@@ -136,6 +198,24 @@ pub struct KernelOffsets {
     pub file_private_data: u32,
     /// `socket.sk`.
     pub socket_sk: u32,
+    /// `sock.sk_err`: the error a process would see.
+    pub sock_err: u32,
+    /// `tcp_sock.bytes_acked`.
+    pub tcp_bytes_acked: u32,
+    /// `tcp_sock.bytes_received`.
+    pub tcp_bytes_received: u32,
+    /// `tcp_sock.segs_out`.
+    pub tcp_segs_out: u32,
+    /// `tcp_sock.segs_in`.
+    pub tcp_segs_in: u32,
+    /// `tcp_sock.total_retrans`.
+    pub tcp_total_retrans: u32,
+    /// `tcp_sock.srtt_us` (8 times the smoothed RTT).
+    pub tcp_srtt_us: u32,
+    /// `sk_buff.dev`.
+    pub skb_dev: u32,
+    /// `net_device.nd_net`: the device's namespace.
+    pub dev_net: u32,
 }
 
 /// Settings fixed at load time (the `CONFIG` global, read-only in the kernel).
@@ -143,16 +223,18 @@ pub struct KernelOffsets {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LoadConfig {
     pub offsets: KernelOffsets,
+    /// Bit `1 << kind` set: events of that kind are wanted.
+    pub events: u32,
     /// Non-zero: emit only connections owned by a pid in `FILTER_PIDS`.
     pub filter_pids: u8,
     /// Non-zero: emit only connections with a port in `FILTER_PORTS`.
     pub filter_ports: u8,
-    /// Non-zero: emit a `kind::STATE` event for every transition.
-    pub emit_states: u8,
-    pub _pad: [u8; 5],
+    /// Non-zero: tcp:tcp_send_reset has the 6.10+ layout (reason, sockaddrs).
+    pub send_reset_has_reason: u8,
+    pub _pad: u8,
 }
 
-const _: () = assert!(core::mem::size_of::<LoadConfig>() == 40);
+const _: () = assert!(core::mem::size_of::<LoadConfig>() == 17 * 4 + 8);
 
 #[cfg(feature = "user")]
 // SAFETY: plain old data, repr(C), every bit pattern valid, padding explicit.
@@ -196,12 +278,108 @@ mod tests {
     #[test]
     fn event_has_no_implicit_padding() {
         // Sum of field sizes equals the struct size: no hidden holes for garbage.
-        let fields = 8 * 3 + 16 * 2 + 4 * 3 + 2 * 2 + COMM_LEN + 6 + 2;
+        let fields = 8 * 5 + 16 * 2 + 4 * 10 + 2 * 2 + COMM_LEN + 8 + 4;
         assert_eq!(fields, EVENT_SIZE);
-        assert_eq!(offset_of!(Event, saddr), 24);
-        assert_eq!(offset_of!(Event, tgid), 56);
-        assert_eq!(offset_of!(Event, comm), 72);
-        assert_eq!(offset_of!(Event, family), 88);
-        assert_eq!(offset_of!(Event, _pad), 94);
+        assert_eq!(offset_of!(Event, saddr), 40);
+        assert_eq!(offset_of!(Event, tgid), 72);
+        assert_eq!(offset_of!(Event, sport), 112);
+        assert_eq!(offset_of!(Event, comm), 116);
+        assert_eq!(offset_of!(Event, family), 132);
+        assert_eq!(offset_of!(Event, _pad), 140);
+    }
+
+    #[test]
+    fn load_config_has_no_implicit_padding() {
+        assert_eq!(core::mem::size_of::<KernelOffsets>(), 17 * 4);
+        assert_eq!(offset_of!(LoadConfig, events), 17 * 4);
+        assert_eq!(offset_of!(LoadConfig, _pad), 17 * 4 + 7);
+    }
+}
+
+/// Where the kernel programs find fields in the classic tracepoint records
+/// they read (byte offsets, from each event's `format` file). Userspace checks
+/// the running kernel's formats against these before loading, so a kernel
+/// with another layout gets a clear error instead of garbage.
+pub mod tracepoint {
+    /// Ports and addresses of a record; addresses may sit at odd offsets.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct TupleLayout {
+        pub sport: usize,
+        pub dport: usize,
+        pub family: usize,
+        pub saddr: usize,
+        pub daddr: usize,
+        pub saddr_v6: usize,
+        pub daddr_v6: usize,
+    }
+
+    impl TupleLayout {
+        /// (field name, offset) pairs, for checking against a format file.
+        pub const fn fields(&self) -> [(&'static str, usize); 7] {
+            [
+                ("sport", self.sport),
+                ("dport", self.dport),
+                ("family", self.family),
+                ("saddr", self.saddr),
+                ("daddr", self.daddr),
+                ("saddr_v6", self.saddr_v6),
+                ("daddr_v6", self.daddr_v6),
+            ]
+        }
+    }
+
+    /// sock:inet_sock_set_state (stable since 4.16).
+    pub mod set_state {
+        use super::TupleLayout;
+        pub const SKADDR: usize = 8;
+        pub const OLDSTATE: usize = 16;
+        pub const NEWSTATE: usize = 20;
+        pub const PROTOCOL: usize = 30;
+        pub const TUPLE: TupleLayout =
+            TupleLayout { sport: 24, dport: 26, family: 28, saddr: 32, daddr: 36, saddr_v6: 40, daddr_v6: 56 };
+    }
+
+    /// The tcp_event_sk_skb class: tcp:tcp_retransmit_skb, and tcp:tcp_send_reset before 6.10.
+    pub mod sk_skb {
+        use super::TupleLayout;
+        pub const SKBADDR: usize = 8;
+        pub const SKADDR: usize = 16;
+        pub const STATE: usize = 24;
+        pub const TUPLE: TupleLayout =
+            TupleLayout { sport: 28, dport: 30, family: 32, saddr: 34, daddr: 38, saddr_v6: 42, daddr_v6: 58 };
+    }
+
+    /// tcp:tcp_send_reset since 6.10: a reason, then source and destination
+    /// as sockaddr_in6-sized images (family, port in network order, IPv4 at +4
+    /// or IPv6 at +8).
+    pub mod send_reset {
+        pub const SKBADDR: usize = 8;
+        pub const SKADDR: usize = 16;
+        pub const STATE: usize = 24;
+        pub const REASON: usize = 28;
+        pub const SADDR: usize = 32;
+        pub const DADDR: usize = 60;
+    }
+
+    /// The tcp_event_sk class: tcp:tcp_receive_reset, tcp:tcp_destroy_sock.
+    pub mod sk {
+        use super::TupleLayout;
+        pub const SKADDR: usize = 8;
+        pub const TUPLE: TupleLayout =
+            TupleLayout { sport: 16, dport: 18, family: 20, saddr: 22, daddr: 26, saddr_v6: 30, daddr_v6: 46 };
+    }
+
+    /// tcp:tcp_retransmit_synack.
+    pub mod synack {
+        use super::TupleLayout;
+        pub const SKADDR: usize = 8;
+        pub const REQ: usize = 16;
+        pub const TUPLE: TupleLayout =
+            TupleLayout { sport: 24, dport: 26, family: 28, saddr: 30, daddr: 34, saddr_v6: 38, daddr_v6: 54 };
+    }
+
+    /// syscalls:sys_exit_*.
+    pub mod sys_exit {
+        pub const RET: usize = 16;
     }
 }

@@ -11,16 +11,13 @@ use aya_ebpf::{
     programs::{FExitContext, RetProbeContext, TracePointContext},
 };
 use aya_log_ebpf::debug;
-use tcptrace_common::kind;
+use tcptrace_common::{kind, tracepoint::sys_exit::RET};
 
 use crate::{
     emit::{current_owner, emit, set_owner},
     kernel::sock_of_fd,
     maps::CONNS,
 };
-
-/// `ret` in the syscall exit record.
-const RET: usize = 16;
 
 #[fexit(function = "inet_csk_accept")]
 pub fn tcptrace_accept_fexit(ctx: FExitContext) -> u32 {

@@ -21,7 +21,7 @@ pub fn set_owner(conn: &mut Event, owner: &Owner) {
 }
 
 /// The user's -p/-P filters, applied here so unwanted events never cross the ring.
-pub fn wanted(conn: &Event) -> bool {
+pub fn passes_filters(conn: &Event) -> bool {
     if config!(filter_pids) != 0 {
         // SAFETY: the value is not used, only its presence.
         if unsafe { FILTER_PIDS.get(&conn.tgid) }.is_none() {
@@ -38,9 +38,14 @@ pub fn wanted(conn: &Event) -> bool {
     true
 }
 
+/// The user asked for events of this kind.
+pub fn kind_wanted(kind: u8) -> bool {
+    config!(events) & (1 << kind) != 0
+}
+
 /// Sends `conn` as an event of `kind` at `ts_ns`.
 pub fn emit(conn: &Event, kind: u8, ts_ns: u64, old_state: u8) {
-    if !wanted(conn) {
+    if !kind_wanted(kind) || !passes_filters(conn) {
         return;
     }
     match EVENTS.reserve::<Event>(0) {
@@ -54,6 +59,7 @@ pub fn emit(conn: &Event, kind: u8, ts_ns: u64, old_state: u8) {
 
 /// Copies the template straight into the ring slot: no 96-byte temporary on
 /// the BPF stack.
+#[inline(always)]
 fn fill(slot: *mut Event, conn: &Event, kind: u8, ts_ns: u64, old_state: u8, new_state: u8) {
     // SAFETY: `slot` is a reserved ring record of exactly one Event.
     unsafe {
@@ -71,7 +77,8 @@ fn fill(slot: *mut Event, conn: &Event, kind: u8, ts_ns: u64, old_state: u8, new
 /// reserves its own later events after the winner's slot, so the ring keeps
 /// connect ahead of established and close even across CPUs.
 pub fn emit_connect_once(conn: &Event, sk: u64) {
-    let slot = if wanted(conn) { EVENTS.reserve::<Event>(0) } else { None };
+    let want = kind_wanted(tcptrace_common::kind::CONNECT) && passes_filters(conn);
+    let slot = if want { EVENTS.reserve::<Event>(0) } else { None };
     let claimed = PENDING_CONNECT.remove(&sk).is_ok();
     match (slot, claimed) {
         (Some(mut slot), true) => {
@@ -87,7 +94,7 @@ pub fn emit_connect_once(conn: &Event, sk: u64) {
             slot.submit(0);
         }
         (Some(slot), false) => slot.discard(0),
-        (None, true) if wanted(conn) => count(counter::LOST_EVENTS),
+        (None, true) if want => count(counter::LOST_EVENTS),
         (None, _) => {}
     }
 }

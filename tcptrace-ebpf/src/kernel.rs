@@ -1,5 +1,6 @@
 //! Reads of kernel structs at offsets userspace found in the running kernel's BTF.
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use tcptrace_common::Event;
 
 use crate::maps::config;
 
@@ -9,13 +10,26 @@ fn read<T>(base: u64, offset: u32) -> Result<T, i64> {
     unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }.map_err(i64::from)
 }
 
-/// Inode number of the network namespace a socket lives in.
-pub fn netns_of(sk: u64) -> u32 {
-    let net: u64 = read(sk, config!(offsets.sock_net)).unwrap_or(0);
+/// Inode number of the network namespace behind a `possible_net_t` at `base + offset`.
+fn netns_at(base: u64, offset: u32) -> u32 {
+    let net: u64 = read(base, offset).unwrap_or(0);
     if net == 0 {
         return 0;
     }
     read(net, config!(offsets.net_ns_inum)).unwrap_or(0)
+}
+
+/// Inode number of the network namespace a socket lives in.
+pub fn netns_of(sk: u64) -> u32 {
+    netns_at(sk, config!(offsets.sock_net))
+}
+
+/// Inode number of the namespace of the device a packet came in on.
+pub fn netns_of_skb(skb: u64) -> u32 {
+    match read::<u64>(skb, config!(offsets.skb_dev)) {
+        Ok(dev) if dev != 0 => netns_at(dev, config!(offsets.dev_net)),
+        _ => 0,
+    }
 }
 
 /// The socket's local port, host byte order.
@@ -23,7 +37,27 @@ pub fn local_port_of(sk: u64) -> u16 {
     read(sk, config!(offsets.sock_num)).unwrap_or(0)
 }
 
-/// The `struct sock` behind file descriptor `fd` of the current task, or 0.
+/// Handshake time of a passive connection: the child socket is born at the
+/// final ACK, so its first RTT sample (SYN-ACK sent to ACK received) is the
+/// handshake as this host saw it. srtt_us holds 8x the RTT; round up so a
+/// sub-microsecond loopback handshake is not reported as none.
+pub fn synack_rtt_us(sk: u64) -> u32 {
+    let srtt8: u32 = read(sk, config!(offsets.tcp_srtt_us)).unwrap_or(0);
+    srtt8.div_ceil(8)
+}
+
+/// Copies the connection's counters and error into its template, at close.
+pub fn fill_close_stats(sk: u64, conn: &mut Event) {
+    conn.bytes_acked = read(sk, config!(offsets.tcp_bytes_acked)).unwrap_or(0);
+    conn.bytes_received = read(sk, config!(offsets.tcp_bytes_received)).unwrap_or(0);
+    conn.segs_out = read(sk, config!(offsets.tcp_segs_out)).unwrap_or(0);
+    conn.segs_in = read(sk, config!(offsets.tcp_segs_in)).unwrap_or(0);
+    conn.retransmits = read(sk, config!(offsets.tcp_total_retrans)).unwrap_or(0);
+    conn.srtt_us = read::<u32>(sk, config!(offsets.tcp_srtt_us)).unwrap_or(0) >> 3;
+    conn.error = read::<i32>(sk, config!(offsets.sock_err)).unwrap_or(0).unsigned_abs();
+}
+
+/// The `struct sock` behind file descriptor `fd` of the current task.
 /// Walks task->files->fdt->fd[fd]->private_data (struct socket)->sk; on any
 /// socket file private_data is its `struct socket`, and accept only returns sockets.
 pub fn sock_of_fd(fd: u64) -> Result<u64, i64> {

@@ -9,11 +9,19 @@ mod close;
 #[cfg(target_arch = "bpf")]
 mod connect;
 #[cfg(target_arch = "bpf")]
+mod destroy;
+#[cfg(target_arch = "bpf")]
 mod emit;
 #[cfg(target_arch = "bpf")]
 mod kernel;
 #[cfg(target_arch = "bpf")]
 mod maps;
+#[cfg(target_arch = "bpf")]
+mod record;
+#[cfg(target_arch = "bpf")]
+mod reset;
+#[cfg(target_arch = "bpf")]
+mod retransmit;
 #[cfg(target_arch = "bpf")]
 mod state;
 

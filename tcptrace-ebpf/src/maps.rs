@@ -17,11 +17,21 @@ pub static CONFIG: LoadConfig = LoadConfig {
         fdtable_fd: 0,
         file_private_data: 0,
         socket_sk: 0,
+        sock_err: 0,
+        tcp_bytes_acked: 0,
+        tcp_bytes_received: 0,
+        tcp_segs_out: 0,
+        tcp_segs_in: 0,
+        tcp_total_retrans: 0,
+        tcp_srtt_us: 0,
+        skb_dev: 0,
+        dev_net: 0,
     },
+    events: 0,
     filter_pids: 0,
     filter_ports: 0,
-    emit_states: 0,
-    _pad: [0; 5],
+    send_reset_has_reason: 0,
+    _pad: 0,
 };
 
 /// Reads one field of `CONFIG`; volatile so the compiler cannot fold the
@@ -40,7 +50,9 @@ pub(crate) use config;
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 
 /// Every TCP socket seen in a transition, keyed by `struct sock` address; the
-/// value is the event template (tuple, owner, start). Removed at CLOSE.
+/// value is the event template (tuple, owner, start, how it is ending). Kept
+/// past CLOSE until the socket is destroyed, so a RST the kernel sends just
+/// after CLOSE still finds its owner.
 #[map]
 pub static CONNS: HashMap<u64, Event> = HashMap::with_max_entries(65536, 0);
 
@@ -65,8 +77,9 @@ pub static FILTER_PIDS: HashMap<PidKey, u8> = HashMap::with_max_entries(1024, 0)
 #[map]
 pub static FILTER_PORTS: HashMap<PortKey, u8> = HashMap::with_max_entries(1024, 0);
 
-/// Room to build a new connection's template: the BPF stack (512 B) is too
-/// small to hold it beside everything else.
+/// Room to build a template for a new connection, or an event for a socket
+/// nobody tracks: the BPF stack (512 B) is too small to hold one beside
+/// everything else.
 #[map]
 pub static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
 
@@ -78,5 +91,15 @@ pub fn count(index: u32) {
     if let Some(slot) = COUNTERS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
         unsafe { *slot += 1 };
+    }
+}
+
+/// This CPU's scratch template, zeroed.
+pub fn scratch() -> Option<&'static mut Event> {
+    let slot = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot, used only within one program run.
+    unsafe {
+        core::ptr::write_bytes(slot, 0, 1);
+        Some(&mut *slot)
     }
 }

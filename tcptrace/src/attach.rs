@@ -57,6 +57,34 @@ const HOOKS: &[Hook] = &[
         ],
     },
     Hook {
+        purpose: "socket teardown",
+        required: true,
+        rungs: &[Rung::Tracepoints { program: "tcptrace_destroy", points: &[("tcp", "tcp_destroy_sock")] }],
+    },
+    Hook {
+        purpose: "resets sent",
+        required: false,
+        rungs: &[Rung::Tracepoints { program: "tcptrace_send_reset", points: &[("tcp", "tcp_send_reset")] }],
+    },
+    Hook {
+        purpose: "resets received",
+        required: false,
+        rungs: &[Rung::Tracepoints { program: "tcptrace_receive_reset", points: &[("tcp", "tcp_receive_reset")] }],
+    },
+    Hook {
+        purpose: "retransmits",
+        required: false,
+        rungs: &[Rung::Tracepoints { program: "tcptrace_retransmit", points: &[("tcp", "tcp_retransmit_skb")] }],
+    },
+    Hook {
+        purpose: "SYN-ACK retransmits",
+        required: false,
+        rungs: &[Rung::Tracepoints {
+            program: "tcptrace_retransmit_synack",
+            points: &[("tcp", "tcp_retransmit_synack")],
+        }],
+    },
+    Hook {
         purpose: "close owner",
         required: false,
         rungs: &[

@@ -12,7 +12,13 @@ pub struct Cli {
     #[arg(short = 'o', long, value_enum, default_value_t = OutputArg::Human)]
     pub output: OutputArg,
 
-    /// Also print every TCP state transition (SYN_SENT, FIN_WAIT1, CLOSE_WAIT, ...).
+    /// Event kinds to print, comma-separated. Default: connect, accept,
+    /// established, close, failed. Opt-in: state (every transition),
+    /// retransmit, reset. `all` for every kind.
+    #[arg(short = 'e', long, value_enum, value_delimiter = ',', value_name = "LIST")]
+    pub events: Vec<EventArg>,
+
+    /// Also print every TCP state transition (SYN_SENT, FIN_WAIT1, CLOSE_WAIT, ...): adds `state` to --events.
     #[arg(long)]
     pub states: bool,
 
@@ -39,6 +45,19 @@ pub struct Cli {
 pub enum OutputArg {
     Human,
     Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EventArg {
+    Connect,
+    Accept,
+    Established,
+    Close,
+    Failed,
+    State,
+    Retransmit,
+    Reset,
+    All,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

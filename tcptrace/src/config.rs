@@ -1,7 +1,10 @@
 //! Validated settings, free of clap types.
 use std::num::NonZeroU64;
 
-use crate::cli::{AttachArg, Cli, OutputArg};
+use crate::{
+    cli::{AttachArg, Cli, EventArg, OutputArg},
+    events::EventKind,
+};
 
 /// Most pids or ports a filter takes (the kernel maps' size).
 pub const MAX_FILTER_ENTRIES: usize = 1024;
@@ -9,11 +12,37 @@ pub const MAX_FILTER_ENTRIES: usize = 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub format: OutputFormat,
-    pub states: bool,
+    pub events: EventSet,
     pub pids: Vec<u32>,
     pub ports: Vec<u16>,
     pub count: Option<NonZeroU64>,
     pub attach: Attach,
+}
+
+/// The event kinds the user wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventSet(u32);
+
+impl EventSet {
+    pub const DEFAULT: &[EventKind] =
+        &[EventKind::Connect, EventKind::Accept, EventKind::Established, EventKind::Close, EventKind::Failed];
+
+    pub fn of(kinds: &[EventKind]) -> Self {
+        Self(kinds.iter().fold(0, |mask, kind| mask | 1 << kind.code()))
+    }
+
+    pub fn contains(self, kind: EventKind) -> bool {
+        self.0 & 1 << kind.code() != 0
+    }
+
+    pub fn with(self, kind: EventKind) -> Self {
+        Self(self.0 | 1 << kind.code())
+    }
+
+    /// Bit `1 << kind` per wanted kind, as the kernel side reads it.
+    pub fn mask(self) -> u32 {
+        self.0
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +119,24 @@ impl TryFrom<Cli> for Config {
             AttachArg::Kprobe => Attach::Only(Method::Kprobe),
             AttachArg::Tracepoint => Attach::Only(Method::Tracepoint),
         };
-        Ok(Self { format, states: cli.states, pids: cli.pids, ports: cli.ports, count, attach })
+        let mut events = if cli.events.is_empty() { EventSet::of(EventSet::DEFAULT) } else { EventSet::of(&[]) };
+        for arg in cli.events {
+            events = match arg {
+                EventArg::All => EventSet::of(EventKind::ALL),
+                EventArg::Connect => events.with(EventKind::Connect),
+                EventArg::Accept => events.with(EventKind::Accept),
+                EventArg::Established => events.with(EventKind::Established),
+                EventArg::Close => events.with(EventKind::Close),
+                EventArg::Failed => events.with(EventKind::Failed),
+                EventArg::State => events.with(EventKind::State),
+                EventArg::Retransmit => events.with(EventKind::Retransmit),
+                EventArg::Reset => events.with(EventKind::Reset),
+            };
+        }
+        if cli.states {
+            events = events.with(EventKind::State);
+        }
+        Ok(Self { format, events, pids: cli.pids, ports: cli.ports, count, attach })
     }
 }
 
@@ -112,8 +158,20 @@ mod tests {
         assert_eq!(config.pids, [10, 11]);
         assert_eq!(config.ports, [80]);
         assert_eq!(config.format, OutputFormat::Json);
-        assert!(config.states);
+        assert!(config.events.contains(EventKind::State) && config.events.contains(EventKind::Close));
         assert_eq!(config.count.map(NonZeroU64::get), Some(5));
+    }
+
+    #[test]
+    fn event_lists() {
+        let default = parse(&[]).expect("valid").events;
+        assert!(EventSet::DEFAULT.iter().all(|&kind| default.contains(kind)));
+        assert!(!default.contains(EventKind::State) && !default.contains(EventKind::Reset));
+        let chosen = parse(&["--events", "reset,retransmit"]).expect("valid").events;
+        assert_eq!(chosen, EventSet::of(&[EventKind::Reset, EventKind::Retransmit]));
+        let all = parse(&["-e", "all"]).expect("valid").events;
+        assert!(EventKind::ALL.iter().all(|&kind| all.contains(kind)));
+        assert!(Cli::try_parse_from(["tcptrace", "--events", "connect,bogus"]).is_err());
     }
 
     #[test]

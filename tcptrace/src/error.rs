@@ -47,6 +47,14 @@ pub enum LoadError {
     /// tracefs is not mounted and could not be mounted.
     #[error("tracefs is not mounted and mounting it on /sys/kernel/tracing failed: {0}")]
     Tracefs(std::io::Error),
+    /// A tracepoint's format file could not be read (kernel without it?).
+    #[error("cannot read the format of tracepoint {name}: {source}")]
+    Tracepoint { name: String, source: std::io::Error },
+    /// A tracepoint's record differs from what the kernel programs read.
+    #[error(
+        "tracepoint {name} has field {field} at {found:?}, tcptrace reads it at offset {expected}: unsupported kernel"
+    )]
+    Layout { name: String, field: &'static str, expected: usize, found: Option<usize> },
     /// Member offsets could not be found in the kernel's BTF.
     #[error(transparent)]
     Btf(#[from] BtfError),

@@ -3,12 +3,16 @@ use std::{
     fmt,
     hash::BuildHasher,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
-use tcptrace_common::{COMM_LEN, EVENT_SIZE, Event, direction, family, flags, kind};
+use tcptrace_common::{COMM_LEN, EVENT_SIZE, Event, direction, family, flags, kind, reset};
 
-use crate::error::DecodeError;
+use crate::{
+    error::DecodeError,
+    lifecycle::{CloseFacts, CloseKind, Errno, FailReason, Side},
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
@@ -16,18 +20,53 @@ pub enum EventKind {
     Accept,
     Established,
     Close,
+    Failed,
     State,
+    Retransmit,
+    Reset,
 }
 
 impl EventKind {
+    pub const ALL: &[EventKind] = &[
+        Self::Connect,
+        Self::Accept,
+        Self::Established,
+        Self::Close,
+        Self::Failed,
+        Self::State,
+        Self::Retransmit,
+        Self::Reset,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Connect => "connect",
             Self::Accept => "accept",
             Self::Established => "established",
             Self::Close => "close",
+            Self::Failed => "failed",
             Self::State => "state",
+            Self::Retransmit => "retransmit",
+            Self::Reset => "reset",
         }
+    }
+
+    /// The kernel side's number for this kind (`tcptrace_common::kind`).
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Connect => kind::CONNECT,
+            Self::Accept => kind::ACCEPT,
+            Self::Established => kind::ESTABLISHED,
+            Self::Close => kind::CLOSE,
+            Self::Failed => kind::FAILED,
+            Self::State => kind::STATE,
+            Self::Retransmit => kind::RETRANSMIT,
+            Self::Reset => kind::RESET,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.iter().copied().find(|kind| kind.code() == code)
     }
 }
 
@@ -105,6 +144,32 @@ pub struct Owner {
     pub comm: Comm,
 }
 
+/// What an event says beyond the connection it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Detail {
+    /// connect, accept.
+    None,
+    Established {
+        /// How long the handshake took (None: too fast to measure).
+        handshake: Option<Duration>,
+    },
+    Close(CloseFacts),
+    Failed {
+        reason: FailReason,
+        error: Option<Errno>,
+    },
+    State {
+        old: TcpState,
+    },
+    Retransmit,
+    Reset {
+        /// Sent by this host, else received.
+        sent: bool,
+        /// The kernel's name for why it sent it.
+        reason: Option<Arc<str>>,
+    },
+}
+
 /// One step of one connection, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnEvent {
@@ -115,14 +180,16 @@ pub struct ConnEvent {
     pub owner: Option<Owner>,
     pub local: SocketAddr,
     pub remote: SocketAddr,
-    pub netns: u32,
+    /// Network namespace inode; None when the kernel could not tell.
+    pub netns: Option<u32>,
     /// The same for every event of one connection; never a kernel address.
     pub conn_id: u64,
-    pub old_state: TcpState,
+    /// The TCP state after the event.
     pub state: TcpState,
     pub direction: Direction,
     /// Since the connection's first transition, when tracing saw it.
     pub age: Option<Duration>,
+    pub detail: Detail,
 }
 
 impl ConnEvent {
@@ -131,22 +198,25 @@ impl ConnEvent {
     }
 }
 
-/// Turns records into events: maps kernel monotonic time onto the wall clock
-/// and kernel socket addresses onto opaque connection ids.
+/// Turns records into events: maps kernel monotonic time onto the wall clock,
+/// kernel socket addresses onto opaque connection ids, and raw facts onto the
+/// story of how a connection ended.
 pub struct Decoder {
     boot_to_wall: Duration,
     ids: std::hash::RandomState,
+    /// The kernel's `enum sk_rst_reason` names, by value.
+    reset_reasons: Vec<Arc<str>>,
 }
 
 impl Decoder {
     /// `boot_to_wall`: wall-clock time at CLOCK_MONOTONIC zero.
-    pub fn new(boot_to_wall: Duration) -> Self {
-        Self { boot_to_wall, ids: std::hash::RandomState::new() }
+    pub fn new(boot_to_wall: Duration, reset_reasons: Vec<Arc<str>>) -> Self {
+        Self { boot_to_wall, ids: std::hash::RandomState::new(), reset_reasons }
     }
 
     /// A decoder whose clock offset is read from the system now.
-    pub fn from_clocks() -> Self {
-        Self::new(monotonic_epoch())
+    pub fn from_clocks(reset_reasons: Vec<Arc<str>>) -> Self {
+        Self::new(monotonic_epoch(), reset_reasons)
     }
 
     pub fn decode(&self, bytes: &[u8]) -> Result<ConnEvent, DecodeError> {
@@ -156,14 +226,7 @@ impl Decoder {
         // SAFETY: length checked; Event is plain old data valid for any bytes;
         // read_unaligned makes no alignment assumption about the ring buffer.
         let raw: Event = unsafe { bytes.as_ptr().cast::<Event>().read_unaligned() };
-        let kind = match raw.kind {
-            kind::CONNECT => EventKind::Connect,
-            kind::ACCEPT => EventKind::Accept,
-            kind::ESTABLISHED => EventKind::Established,
-            kind::CLOSE => EventKind::Close,
-            kind::STATE => EventKind::State,
-            other => return Err(DecodeError::Kind(other)),
-        };
+        let kind = EventKind::from_code(raw.kind).ok_or(DecodeError::Kind(raw.kind))?;
         let (local_ip, remote_ip) = match raw.family {
             family::INET => (ipv4(&raw.saddr), ipv4(&raw.daddr)),
             family::INET6 => (IpAddr::V6(Ipv6Addr::from(raw.saddr)), IpAddr::V6(Ipv6Addr::from(raw.daddr))),
@@ -176,24 +239,71 @@ impl Decoder {
         });
         let age =
             (raw.flags & flags::START_KNOWN != 0).then(|| Duration::from_nanos(raw.ts_ns.saturating_sub(raw.start_ns)));
+        let direction = match raw.direction {
+            direction::OUTBOUND => Direction::Outbound,
+            direction::INBOUND => Direction::Inbound,
+            _ => Direction::Unknown,
+        };
         Ok(ConnEvent {
             time: SystemTime::UNIX_EPOCH + self.boot_to_wall + Duration::from_nanos(raw.ts_ns),
             kind,
             owner,
             local: SocketAddr::new(local_ip, raw.sport),
             remote: SocketAddr::new(remote_ip, raw.dport),
-            netns: raw.netns,
+            netns: (raw.netns != 0).then_some(raw.netns),
             conn_id: self.ids.hash_one((raw.sock_addr, raw.start_ns)),
-            old_state: TcpState(raw.old_state),
             state: TcpState(raw.new_state),
-            direction: match raw.direction {
-                direction::OUTBOUND => Direction::Outbound,
-                direction::INBOUND => Direction::Inbound,
-                _ => Direction::Unknown,
-            },
+            direction,
             age,
+            detail: self.detail(kind, &raw, direction),
         })
     }
+
+    fn detail(&self, kind: EventKind, raw: &Event, direction: Direction) -> Detail {
+        match kind {
+            EventKind::Connect | EventKind::Accept => Detail::None,
+            EventKind::Established => Detail::Established {
+                handshake: (raw.handshake_us != 0).then(|| Duration::from_micros(raw.handshake_us.into())),
+            },
+            EventKind::Close => Detail::Close(CloseFacts {
+                closed_by: Side::from_code(raw.closed_by),
+                kind: CloseKind::from_facts(raw.flags, raw.error, raw.old_state),
+                error: Errno::new(raw.error),
+                bytes_sent: data_sent(raw),
+                bytes_received: data_received(raw),
+                segs_out: raw.segs_out,
+                segs_in: raw.segs_in,
+                retransmits: raw.retransmits,
+                srtt: Duration::from_micros(raw.srtt_us.into()),
+            }),
+            EventKind::Failed => Detail::Failed {
+                reason: FailReason::from_facts(direction == Direction::Inbound, raw.error),
+                error: Errno::new(raw.error),
+            },
+            EventKind::State => Detail::State { old: TcpState(raw.old_state) },
+            EventKind::Retransmit => Detail::Retransmit,
+            EventKind::Reset => Detail::Reset {
+                sent: raw.reset == reset::SENT,
+                reason: (raw.reset == reset::SENT)
+                    .then(|| self.reset_reasons.get(raw.reset_reason as usize).cloned())
+                    .flatten(),
+            },
+        }
+    }
+}
+
+/// Data bytes the peer acknowledged: bytes_acked counts sequence space, where
+/// an active open's SYN and an acknowledged FIN take one each. (A connection
+/// that predates tracing may be an active open nobody saw: off by one then.)
+fn data_sent(raw: &Event) -> u64 {
+    let syn = u64::from(raw.direction == direction::OUTBOUND);
+    let fin = u64::from(raw.flags & flags::FIN_ACKED != 0);
+    raw.bytes_acked.saturating_sub(syn + fin)
+}
+
+/// Data bytes received: bytes_received counts the peer's FIN too.
+fn data_received(raw: &Event) -> u64 {
+    raw.bytes_received.saturating_sub(u64::from(raw.flags & flags::FIN_RECEIVED != 0))
 }
 
 fn ipv4(addr: &[u8; 16]) -> IpAddr {
@@ -224,21 +334,36 @@ pub(crate) mod tests {
             ts_ns: 2_000_500_000,
             start_ns: 2_000_000_000,
             sock_addr: 0xffff_8880_1234_5678,
+            bytes_acked: 102,
+            bytes_received: 1001,
             saddr,
             daddr: saddr,
             tgid: 4242,
             uid: 1000,
             netns: 4026531840,
+            handshake_us: 61,
+            segs_out: 6,
+            segs_in: 5,
+            retransmits: 0,
+            srtt_us: 30,
+            error: 0,
+            reset_reason: 0,
             sport: 45678,
             dport: 8000,
             comm,
             family: family::INET,
             kind: kind::CLOSE,
-            old_state: 4,
-            new_state: 7,
+            old_state: tcptrace_common::tcp_state::FIN_WAIT2,
+            new_state: tcptrace_common::tcp_state::CLOSE,
             direction: direction::OUTBOUND,
-            flags: flags::OWNER_KNOWN | flags::START_KNOWN,
-            _pad: [0; 2],
+            flags: flags::OWNER_KNOWN
+                | flags::START_KNOWN
+                | flags::ESTABLISHED
+                | flags::FIN_ACKED
+                | flags::FIN_RECEIVED,
+            closed_by: tcptrace_common::side::LOCAL,
+            reset: 0,
+            _pad: [0; 4],
         }
     }
 
@@ -247,9 +372,13 @@ pub(crate) mod tests {
         unsafe { std::slice::from_raw_parts((event as *const Event).cast::<u8>(), EVENT_SIZE) }.to_vec()
     }
 
+    fn decoder() -> Decoder {
+        Decoder::new(Duration::ZERO, vec!["NOT_SPECIFIED".into(), "NO_SOCKET".into()])
+    }
+
     #[test]
     fn decodes_a_close() {
-        let decoder = Decoder::new(Duration::from_secs(1_700_000_000));
+        let decoder = Decoder::new(Duration::from_secs(1_700_000_000), Vec::new());
         let event = decoder.decode(&bytes_of(&raw_event())).expect("decodes");
         assert_eq!(event.kind, EventKind::Close);
         assert_eq!(event.local, "127.0.0.1:45678".parse().expect("addr"));
@@ -259,11 +388,36 @@ pub(crate) mod tests {
         assert_eq!(event.age, Some(Duration::from_micros(500)));
         assert_eq!(event.state.name(), "CLOSE");
         assert_eq!(event.time, SystemTime::UNIX_EPOCH + Duration::new(1_700_000_002, 500_000));
+        let Detail::Close(facts) = event.detail else { panic!("close facts") };
+        assert_eq!(facts.closed_by, Some(Side::Local));
+        assert_eq!(facts.kind, CloseKind::Fin);
+        assert_eq!((facts.bytes_sent, facts.bytes_received, facts.segs_out, facts.segs_in), (100, 1000, 6, 5));
+        assert_eq!(facts.srtt, Duration::from_micros(30));
+    }
+
+    #[test]
+    fn decodes_failures_resets_and_handshakes() {
+        let decoder = decoder();
+        let mut raw = raw_event();
+        raw.kind = kind::FAILED;
+        raw.error = libc::ECONNREFUSED as u32;
+        let event = decoder.decode(&bytes_of(&raw)).expect("decodes");
+        assert_eq!(event.detail, Detail::Failed { reason: FailReason::Refused, error: Errno::new(111) });
+
+        raw.kind = kind::RESET;
+        raw.reset = reset::SENT;
+        raw.reset_reason = 1;
+        let event = decoder.decode(&bytes_of(&raw)).expect("decodes");
+        assert_eq!(event.detail, Detail::Reset { sent: true, reason: Some("NO_SOCKET".into()) });
+
+        raw.kind = kind::ESTABLISHED;
+        let event = decoder.decode(&bytes_of(&raw)).expect("decodes");
+        assert_eq!(event.detail, Detail::Established { handshake: Some(Duration::from_micros(61)) });
     }
 
     #[test]
     fn conn_id_is_stable_per_connection_and_hides_the_address() {
-        let decoder = Decoder::new(Duration::ZERO);
+        let decoder = decoder();
         let mut raw = raw_event();
         let first = decoder.decode(&bytes_of(&raw)).expect("decodes").conn_id;
         raw.kind = kind::CONNECT;
@@ -279,17 +433,18 @@ pub(crate) mod tests {
     fn unknown_owner_and_ipv6() {
         let mut raw = raw_event();
         raw.flags = 0;
+        raw.netns = 0;
         raw.family = family::INET6;
         raw.saddr = Ipv6Addr::LOCALHOST.octets();
         raw.daddr = Ipv6Addr::LOCALHOST.octets();
-        let event = Decoder::new(Duration::ZERO).decode(&bytes_of(&raw)).expect("decodes");
-        assert!(event.owner.is_none() && event.age.is_none());
+        let event = decoder().decode(&bytes_of(&raw)).expect("decodes");
+        assert!(event.owner.is_none() && event.age.is_none() && event.netns.is_none());
         assert_eq!(event.local, "[::1]:45678".parse().expect("addr"));
     }
 
     #[test]
     fn rejects_short_long_and_garbled_records() {
-        let decoder = Decoder::new(Duration::ZERO);
+        let decoder = decoder();
         let good = bytes_of(&raw_event());
         assert_eq!(decoder.decode(&good[..10]), Err(DecodeError::Size(10)));
         assert_eq!(decoder.decode(&[]), Err(DecodeError::Size(0)));
@@ -302,7 +457,7 @@ pub(crate) mod tests {
         let mut bad_family = raw_event();
         bad_family.family = 1;
         assert_eq!(decoder.decode(&bytes_of(&bad_family)), Err(DecodeError::Family(1)));
-        // Arbitrary bytes never panic.
+        // Arbitrary bytes never panic, whatever kind, flags or reason index they carry.
         for seed in 0..=255u8 {
             let noise: Vec<u8> = (0..EVENT_SIZE).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect();
             let _ = decoder.decode(&noise);

@@ -1,7 +1,7 @@
 //! Load the kernel object, set its load-time globals and filter maps, attach.
 //!
 //! Which method each hook gets is attach.rs's business.
-use std::path::Path;
+use std::{path::Path, sync::Arc};
 
 use aya::{Ebpf, EbpfLoader, maps::HashMap};
 use tcptrace_common::{KernelOffsets, ListenerKey, LoadConfig, Owner};
@@ -12,30 +12,34 @@ use crate::{
     config::Config,
     error::LoadError,
     procfs,
+    tracefs::{self, SendResetLayout},
 };
 
 /// The kernel programs, built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcptrace"));
 
 const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
-const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// The loaded programs. Dropping it detaches every link and unloads everything.
 pub struct Tracer {
     pub ebpf: Ebpf,
     pub hooks: Vec<HookReport>,
+    /// The kernel's names for why it sends a RST, by value.
+    pub reset_reasons: Vec<Arc<str>>,
 }
 
 pub fn load(config: &Config) -> Result<Tracer, LoadError> {
     ensure_privileged()?;
-    ensure_tracefs()?;
+    let tracefs = tracefs::root()?;
+    let send_reset = tracefs::check_layouts(&tracefs)?;
     let btf = Btf::from_file(Path::new(BTF_PATH))?;
     let load_config = LoadConfig {
         offsets: kernel_offsets(&btf)?,
+        events: config.events.mask(),
         filter_pids: u8::from(!config.pids.is_empty()),
         filter_ports: u8::from(!config.ports.is_empty()),
-        emit_states: u8::from(config.states),
-        _pad: [0; 5],
+        send_reset_has_reason: u8::from(send_reset == SendResetLayout::WithReason),
+        _pad: 0,
     };
     let mut ebpf = EbpfLoader::new().override_global("CONFIG", &load_config, true).load(OBJECT)?;
     fill_filter(&mut ebpf, "FILTER_PIDS", &config.pids)?;
@@ -44,7 +48,7 @@ pub fn load(config: &Config) -> Result<Tracer, LoadError> {
     let hooks = attach::attach_all(&mut ebpf, config.attach)?;
     // After attaching, so a listener opened meanwhile is seen by one or the other.
     seed_listeners(&mut ebpf)?;
-    Ok(Tracer { ebpf, hooks })
+    Ok(Tracer { ebpf, hooks, reset_reasons: tracefs::reset_reasons(&tracefs) })
 }
 
 /// Tells the kernel who owns the listeners that were open before we attached.
@@ -76,6 +80,15 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, LoadError> {
         fdtable_fd: btf.offset_of("fdtable", "fd")?,
         file_private_data: btf.offset_of("file", "private_data")?,
         socket_sk: btf.offset_of("socket", "sk")?,
+        sock_err: btf.offset_of("sock", "sk_err")?,
+        tcp_bytes_acked: btf.offset_of("tcp_sock", "bytes_acked")?,
+        tcp_bytes_received: btf.offset_of("tcp_sock", "bytes_received")?,
+        tcp_segs_out: btf.offset_of("tcp_sock", "segs_out")?,
+        tcp_segs_in: btf.offset_of("tcp_sock", "segs_in")?,
+        tcp_total_retrans: btf.offset_of("tcp_sock", "total_retrans")?,
+        tcp_srtt_us: btf.offset_of("tcp_sock", "srtt_us")?,
+        skb_dev: btf.offset_of("sk_buff", "dev")?,
+        dev_net: btf.offset_of("net_device", "nd_net")?,
     })
 }
 
@@ -110,17 +123,4 @@ fn ensure_privileged() -> Result<(), LoadError> {
     } else {
         Err(LoadError::NotPrivileged)
     }
-}
-
-/// Tracepoints are attached through tracefs; some systems boot without it mounted.
-fn ensure_tracefs() -> Result<(), LoadError> {
-    let mounted = |dir: &str| Path::new(dir).join("events").is_dir();
-    if mounted(TRACEFS) || mounted("/sys/kernel/debug/tracing") {
-        return Ok(());
-    }
-    let source = c"tracefs";
-    let target = c"/sys/kernel/tracing";
-    // SAFETY: valid NUL-terminated strings, no data argument.
-    let rc = unsafe { libc::mount(source.as_ptr(), target.as_ptr(), source.as_ptr(), 0, std::ptr::null()) };
-    if rc == 0 { Ok(()) } else { Err(LoadError::Tracefs(std::io::Error::last_os_error())) }
 }

@@ -50,7 +50,7 @@ pub async fn run<W: Write>(config: &Config, out: W) -> Result<Summary, RunError>
     let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Poll)?;
     let mut loss_check = tokio::time::interval(LOSS_CHECK);
 
-    let decoder = Decoder::from_clocks();
+    let decoder = Decoder::from_clocks(tracer.reset_reasons.clone());
     let mut writer = output::writer(config.format, out, own_netns());
     let mut summary = Summary::default();
     let limit = config.count.map_or(u64::MAX, |n| n.get());

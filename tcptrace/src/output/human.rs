@@ -5,7 +5,7 @@ use std::{
 };
 
 use super::EventWriter;
-use crate::events::{ConnEvent, EventKind};
+use crate::events::{ConnEvent, Detail};
 
 pub struct HumanWriter<W: Write> {
     out: W,
@@ -61,23 +61,15 @@ impl<W: Write> EventWriter for HumanWriter<W> {
             Some(owner) => write!(out, "{:>7} {:<15} ", owner.pid, owner.comm.as_str())?,
             None => write!(out, "{:>7} {:<15} ", "-", "-")?,
         }
-        let has_detail = !matches!(event.kind, EventKind::Connect | EventKind::Accept) || event.netns != self.own_netns;
-        if has_detail {
-            write!(out, "{:<23} {:<23}", event.local, event.remote)?;
-        } else {
+        let foreign_netns = event.netns.filter(|&netns| netns != self.own_netns);
+        if matches!(event.detail, Detail::None) && foreign_netns.is_none() {
             write!(out, "{:<23} {}", event.local, event.remote)?;
+        } else {
+            write!(out, "{:<23} {:<23}", event.local, event.remote)?;
         }
-        match event.kind {
-            EventKind::Connect | EventKind::Accept => {}
-            EventKind::Established => write!(out, " {}", event.direction.name())?,
-            EventKind::Close => match event.age {
-                Some(age) => write!(out, " after {}", Short(age))?,
-                None => write!(out, " (opened before tracing)")?,
-            },
-            EventKind::State => write!(out, " {} -> {}", event.old_state.name(), event.state.name())?,
-        }
-        if event.netns != self.own_netns {
-            write!(out, " netns:{}", event.netns)?;
+        write_detail(out, event)?;
+        if let Some(netns) = foreign_netns {
+            write!(out, " netns:{netns}")?;
         }
         writeln!(out)
     }
@@ -92,6 +84,59 @@ impl<W: Write> EventWriter for HumanWriter<W> {
     }
 }
 
+/// The kind's story in a few words.
+fn write_detail(out: &mut impl Write, event: &ConnEvent) -> io::Result<()> {
+    match &event.detail {
+        Detail::None => Ok(()),
+        Detail::Established { handshake } => {
+            write!(out, " {}", event.direction.name())?;
+            match handshake {
+                Some(handshake) => write!(out, ", handshake {}", Short(*handshake)),
+                None => Ok(()),
+            }
+        }
+        Detail::Close(facts) => {
+            match event.age {
+                Some(age) => write!(out, " after {}", Short(age))?,
+                None => write!(out, " (opened before tracing)")?,
+            }
+            let who = facts.closed_by.map_or("?", |side| side.name());
+            write!(
+                out,
+                ", {who} closed ({}), {} B out, {} B in",
+                facts.kind.name(),
+                facts.bytes_sent,
+                facts.bytes_received
+            )?;
+            write!(out, ", rtt {}", Short(facts.srtt))?;
+            if facts.retransmits > 0 {
+                write!(out, ", {} retransmits", facts.retransmits)?;
+            }
+            match facts.error {
+                Some(error) => write!(out, ", {error}"),
+                None => Ok(()),
+            }
+        }
+        Detail::Failed { reason, error } => {
+            write!(out, " {}", reason.name())?;
+            if let Some(error) = error {
+                write!(out, " ({error})")?;
+            }
+            match event.age {
+                Some(age) => write!(out, " after {}", Short(age)),
+                None => Ok(()),
+            }
+        }
+        Detail::State { old } => write!(out, " {} -> {}", old.name(), event.state.name()),
+        Detail::Retransmit => write!(out, " in {}", event.state.name()),
+        Detail::Reset { sent: true, reason } => match reason {
+            Some(reason) => write!(out, " sent ({reason})"),
+            None => write!(out, " sent"),
+        },
+        Detail::Reset { sent: false, .. } => write!(out, " received"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,7 +148,8 @@ mod tests {
         let mut writer = HumanWriter::new(&mut buf, 4026531840);
         writer.header().expect("header");
         let mut events = story();
-        events[6].netns = 4026532999;
+        let last = events.len() - 1;
+        events[last].netns = Some(4026532999);
         for event in &events {
             writer.event(event).expect("event");
         }

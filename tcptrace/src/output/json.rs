@@ -1,5 +1,6 @@
 //! JSON Lines: one object per event with stable snake_case keys (schema in
-//! README.md, checked by a contract test).
+//! README.md, checked by a contract test). Keys of one kind appear on every
+//! event of that kind, null when unknown.
 use std::{
     io::{self, Write},
     net::IpAddr,
@@ -9,7 +10,7 @@ use std::{
 use serde::{Serialize, Serializer};
 
 use super::EventWriter;
-use crate::events::{ConnEvent, EventKind};
+use crate::events::{ConnEvent, Detail};
 
 pub struct JsonWriter<W: Write> {
     out: W,
@@ -44,6 +45,43 @@ impl Serialize for Hex {
     }
 }
 
+/// `Some(None)` prints `null`; `None` leaves the key out.
+type Nullable<T> = Option<Option<T>>;
+
+#[derive(Serialize, Default)]
+struct KindKeys<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    handshake_us: Nullable<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration_us: Nullable<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    closed_by: Nullable<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    close_kind: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Nullable<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errno: Nullable<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes_sent: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes_received: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    segs_out: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    segs_in: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retransmits: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    srtt_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    old_state: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    new_state: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reset: Option<&'static str>,
+}
+
 #[derive(Serialize)]
 struct Record<'a> {
     ts: Rfc3339,
@@ -56,17 +94,49 @@ struct Record<'a> {
     lport: u16,
     raddr: IpAddr,
     rport: u16,
-    netns: u32,
+    netns: Option<u32>,
     conn_id: Hex,
     direction: &'static str,
     state: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    old_state: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    new_state: Option<&'static str>,
-    /// Only on close; null there when the connection opened before tracing.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    duration_us: Option<Option<u64>>,
+    #[serde(flatten)]
+    kind: KindKeys<'a>,
+}
+
+fn kind_keys(event: &ConnEvent) -> KindKeys<'_> {
+    let duration_us = Some(event.age.map(|age| age.as_micros() as u64));
+    match &event.detail {
+        Detail::None | Detail::Retransmit => KindKeys::default(),
+        Detail::Established { handshake } => {
+            KindKeys { handshake_us: Some(handshake.map(|h| h.as_micros() as u64)), ..KindKeys::default() }
+        }
+        Detail::Close(facts) => KindKeys {
+            duration_us,
+            closed_by: Some(facts.closed_by.map(|side| side.name())),
+            close_kind: Some(facts.kind.name()),
+            errno: Some(facts.error.map(|e| e.to_string())),
+            bytes_sent: Some(facts.bytes_sent),
+            bytes_received: Some(facts.bytes_received),
+            segs_out: Some(facts.segs_out),
+            segs_in: Some(facts.segs_in),
+            retransmits: Some(facts.retransmits),
+            srtt_us: Some(facts.srtt.as_micros() as u64),
+            ..KindKeys::default()
+        },
+        Detail::Failed { reason, error } => KindKeys {
+            duration_us,
+            reason: Some(Some(reason.name())),
+            errno: Some(error.map(|e| e.to_string())),
+            ..KindKeys::default()
+        },
+        Detail::State { old } => {
+            KindKeys { old_state: Some(old.name()), new_state: Some(event.state.name()), ..KindKeys::default() }
+        }
+        Detail::Reset { sent, reason } => KindKeys {
+            reset: Some(if *sent { "sent" } else { "received" }),
+            reason: Some(reason.as_deref()),
+            ..KindKeys::default()
+        },
+    }
 }
 
 #[derive(Serialize)]
@@ -83,7 +153,6 @@ impl<W: Write> EventWriter for JsonWriter<W> {
     }
 
     fn event(&mut self, event: &ConnEvent) -> io::Result<()> {
-        let is_state = event.kind == EventKind::State;
         let record = Record {
             ts: Rfc3339(event.time),
             event: event.kind.name(),
@@ -99,9 +168,7 @@ impl<W: Write> EventWriter for JsonWriter<W> {
             conn_id: Hex(event.conn_id),
             direction: event.direction.name(),
             state: event.state.name(),
-            old_state: is_state.then(|| event.old_state.name()),
-            new_state: is_state.then(|| event.state.name()),
-            duration_us: (event.kind == EventKind::Close).then(|| event.age.map(|age| age.as_micros() as u64)),
+            kind: kind_keys(event),
         };
         self.line(&record)
     }
@@ -120,9 +187,10 @@ mod tests {
     use std::collections::BTreeMap;
 
     use serde::Deserialize;
+    use serde_json::Value;
 
     use super::*;
-    use crate::output::samples::story;
+    use crate::{events::EventKind, output::samples::story};
 
     fn render(events: &[ConnEvent]) -> String {
         let mut buf = Vec::new();
@@ -155,18 +223,25 @@ mod tests {
         lport: u16,
         raddr: std::net::IpAddr,
         rport: u16,
-        netns: u32,
+        netns: Option<u32>,
         conn_id: String,
         direction: String,
         state: String,
+        handshake_us: Option<u64>,
+        duration_us: Option<u64>,
+        closed_by: Option<String>,
+        close_kind: Option<String>,
+        reason: Option<String>,
+        errno: Option<String>,
+        bytes_sent: Option<u64>,
+        bytes_received: Option<u64>,
+        segs_out: Option<u32>,
+        segs_in: Option<u32>,
+        retransmits: Option<u32>,
+        srtt_us: Option<u64>,
         old_state: Option<String>,
         new_state: Option<String>,
-        #[serde(default, deserialize_with = "present")]
-        duration_us: Option<Option<u64>>,
-    }
-
-    fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
-        Option::<u64>::deserialize(d).map(Some)
+        reset: Option<String>,
     }
 
     #[derive(Deserialize)]
@@ -178,6 +253,29 @@ mod tests {
         total: u64,
     }
 
+    /// Keys each kind carries beyond the common ones, present even when null.
+    fn kind_keys_of(kind: EventKind) -> &'static [&'static str] {
+        match kind {
+            EventKind::Connect | EventKind::Accept | EventKind::Retransmit => &[],
+            EventKind::Established => &["handshake_us"],
+            EventKind::Close => &[
+                "duration_us",
+                "closed_by",
+                "close_kind",
+                "errno",
+                "bytes_sent",
+                "bytes_received",
+                "segs_out",
+                "segs_in",
+                "retransmits",
+                "srtt_us",
+            ],
+            EventKind::Failed => &["duration_us", "reason", "errno"],
+            EventKind::State => &["old_state", "new_state"],
+            EventKind::Reset => &["reset", "reason"],
+        }
+    }
+
     #[test]
     fn every_line_matches_the_documented_schema() {
         let text = render(&story());
@@ -185,17 +283,21 @@ mod tests {
         let lost: LostSchema = serde_json::from_str(lines.pop().expect("lost line")).expect("lost schema");
         assert_eq!((lost.event.as_str(), lost.count, lost.total), ("lost", 3, 5));
         assert!(lost.ts.starts_with("1970-01-01T00:00:00"));
+        let kinds: Vec<EventKind> = story().iter().map(|e| e.kind).collect();
+        assert!(EventKind::ALL.iter().all(|k| kinds.contains(k)), "the story shows every kind");
         for (line, event) in lines.iter().zip(story()) {
-            let record: Schema = serde_json::from_str(line).expect("schema");
-            assert_eq!(record.event, event.kind.name());
-            assert_eq!(record.conn_id.len(), 16);
-            assert!(record.ts.ends_with('Z') && record.ts.contains('.'), "{}", record.ts);
-            assert_eq!(record.duration_us.is_some(), event.kind == EventKind::Close, "{line}");
-            assert_eq!(record.old_state.is_some(), event.kind == EventKind::State, "{line}");
-            assert!(["ipv4", "ipv6"].contains(&record.family.as_str()));
+            let _: Schema = serde_json::from_str(line).expect("schema");
+            let object: BTreeMap<String, Value> = serde_json::from_str(line).expect("object");
+            assert_eq!(object["event"], event.kind.name());
+            assert_eq!(object["conn_id"].as_str().map(str::len), Some(16));
+            let ts = object["ts"].as_str().expect("ts");
+            assert!(ts.ends_with('Z') && ts.contains('.'), "{ts}");
+            let common = 14;
+            assert_eq!(object.len(), common + kind_keys_of(event.kind).len(), "{line}");
+            for key in kind_keys_of(event.kind) {
+                assert!(object.contains_key(*key), "{} lacks {key}: {line}", event.kind.name());
+            }
+            assert!(object.keys().all(|k| k.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
         }
-        // Keys are stable snake_case.
-        let keys: BTreeMap<String, serde_json::Value> = serde_json::from_str(lines[0]).expect("object");
-        assert!(keys.keys().all(|k| k.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
     }
 }

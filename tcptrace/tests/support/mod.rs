@@ -68,11 +68,23 @@ impl Netns {
 
     /// Runs one client to completion; returns its pid and local port.
     pub fn client(&self, host: &str, port: u16) -> (u32, u16) {
-        let mut client = self.peer(&["client", host, &port.to_string()]);
+        self.client_with(host, port, &[])
+    }
+
+    /// A client with peer.py options (`linger0`); returns its pid and local port.
+    pub fn client_with(&self, host: &str, port: u16, options: &[&str]) -> (u32, u16) {
+        let port = port.to_string();
+        let args: Vec<&str> = ["client", host, &port].into_iter().chain(options.iter().copied()).collect();
+        let mut client = self.peer(&args);
         let local_port = client.line().parse().expect("client prints its local port");
         let pid = client.pid();
         assert!(client.wait().success(), "client failed");
         (pid, local_port)
+    }
+
+    /// Runs a command inside the namespace (nft, sysctl, tc) and requires success.
+    pub fn exec(&self, command: &[&str]) {
+        run(Command::new("ip").args(["netns", "exec", &self.name]).args(command));
     }
 }
 
@@ -90,7 +102,8 @@ pub struct Peer {
 
 impl Peer {
     fn spawn(mut cmd: Command) -> Self {
-        let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+        let mut child =
+            cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
         let stdout = child.stdout.take().expect("stdout");
         let (tx, lines) = channel();
         thread::spawn(move || {
@@ -111,6 +124,19 @@ impl Peer {
 
     pub fn wait(&mut self) -> ExitStatus {
         wait_bounded(&mut self.child)
+    }
+
+    /// Ends the peer if it is still waiting (a server whose client never came).
+    pub fn wait_or_kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Writes a line to the peer's stdin (a `wait`ing client goes on).
+    pub fn send_line(&mut self) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        stdin.write_all(b"go\n").and_then(|()| stdin.flush()).expect("write to peer");
     }
 }
 
@@ -275,6 +301,11 @@ pub fn dump(events: &[Value]) -> String {
 /// Events in namespace `netns` whose local or remote port is `port`.
 pub fn of_port(events: &[Value], netns: u64, port: u16) -> Vec<&Value> {
     events.iter().filter(|e| e["netns"] == netns && (e["lport"] == port || e["rport"] == port)).collect()
+}
+
+/// How many events of `kind` namespace `netns` has on `port`.
+pub fn count(events: &[Value], netns: u64, port: u16, kind: &str) -> usize {
+    of_port(events, netns, port).iter().filter(|e| e["event"] == kind).count()
 }
 
 /// The first event matching `kind` with local port `lport`, if any.

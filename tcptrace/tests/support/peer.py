@@ -1,16 +1,25 @@
 """Real TCP peers for tcptrace's kernel tests, in the style of the seed primer's
 Python socket client. Each prints one line when it has done its part, so the
-test knows what happened without sleeping.
+test knows what happened without guessing.
 
   peer.py server HOST PORT COUNT   accept COUNT connections; per connection read
                                    REQUEST bytes, answer RESPONSE bytes, wait for
-                                   the client's FIN, then close (client closes first)
-  peer.py client HOST PORT         connect, send REQUEST, read RESPONSE, close;
-                                   prints the local port the kernel chose
-  peer.py refused HOST PORT        connect to a closed port; prints the errno name
+                                   the client's FIN (or RST), then close
+  peer.py client HOST PORT [wait] [linger0]
+                                   connect; print the local port the kernel chose;
+                                   with `wait`, read a line from stdin first; send
+                                   REQUEST, read RESPONSE, close (with `linger0`:
+                                   SO_LINGER 0, so the close is a RST)
+  peer.py attempt HOST PORT        a blocking connect; prints "connected" or the
+                                   errno name it failed with
+  peer.py rawsyn SPORT DPORT       a bare SYN from 127.0.0.1:SPORT to
+                                   127.0.0.1:DPORT through a raw socket (the
+                                   seed's scapy SYN, without scapy): no socket
+                                   owns SPORT, so nobody completes the handshake
 """
 import errno
 import socket
+import struct
 import sys
 
 REQUEST = 100
@@ -34,28 +43,37 @@ def read_exactly(conn, size):
 def server(host, port, count):
     listener = socket.socket(family_of(host), socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if host == "::":
+        listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     listener.bind((host, port))
     listener.listen(16)
     print("listening", flush=True)
     for _ in range(count):
         conn, _ = listener.accept()
-        read_exactly(conn, REQUEST)
-        conn.sendall(b"r" * RESPONSE)
-        while conn.recv(4096):
+        try:
+            read_exactly(conn, REQUEST)
+            conn.sendall(b"r" * RESPONSE)
+            while conn.recv(4096):
+                pass
+        except ConnectionResetError:
             pass
         conn.close()
     listener.close()
 
 
-def client(host, port):
-    conn = socket.create_connection((host, port), timeout=10)
+def client(host, port, options):
+    conn = socket.create_connection((host, port), timeout=30)
     print(conn.getsockname()[1], flush=True)
+    if "wait" in options:
+        sys.stdin.readline()
     conn.sendall(b"q" * REQUEST)
     read_exactly(conn, RESPONSE)
+    if "linger0" in options:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     conn.close()
 
 
-def refused(host, port):
+def attempt(host, port):
     conn = socket.socket(family_of(host), socket.SOCK_STREAM)
     try:
         conn.connect((host, port))
@@ -66,13 +84,38 @@ def refused(host, port):
         conn.close()
 
 
+def checksum(data):
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def rawsyn(sport, dport):
+    addr = socket.inet_aton("127.0.0.1")
+    syn = 0x02
+    header = struct.pack("!HHLLBBHHH", sport, dport, 12345, 0, 5 << 4, syn, 65535, 0, 0)
+    pseudo = struct.pack("!4s4sBBH", addr, addr, 0, socket.IPPROTO_TCP, len(header))
+    header = header[:16] + struct.pack("!H", checksum(pseudo + header)) + header[18:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(header), 0, 0, 64, socket.IPPROTO_TCP, 0, addr, addr)
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    raw.sendto(ip + header, ("127.0.0.1", 0))
+    print("sent", flush=True)
+
+
 if __name__ == "__main__":
-    mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    mode = sys.argv[1]
+    if mode == "rawsyn":
+        rawsyn(int(sys.argv[2]), int(sys.argv[3]))
+        sys.exit(0)
+    host, port = sys.argv[2], int(sys.argv[3])
     if mode == "server":
         server(host, port, int(sys.argv[4]))
     elif mode == "client":
-        client(host, port)
-    elif mode == "refused":
-        refused(host, port)
+        client(host, port, sys.argv[4:])
+    elif mode == "attempt":
+        attempt(host, port)
     else:
         sys.exit(f"unknown mode {mode}")

@@ -1,0 +1,45 @@
+//! Reading classic tracepoint records. The verifier accepts only naturally
+//! aligned loads from the context, so wide fields at odd offsets are read in
+//! 2-byte pieces.
+use aya_ebpf::{EbpfContext, programs::TracePointContext};
+use tcptrace_common::{Event, family, tracepoint::TupleLayout};
+
+/// Reads a naturally aligned field of the record.
+#[inline(always)]
+pub fn at<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
+    // SAFETY: offsets lie inside the record, aligned for T; the verifier checks ctx bounds.
+    unsafe { (ctx.as_ptr() as *const u8).add(offset).cast::<T>().read() }
+}
+
+/// `N` bytes at an even offset, as 2-byte loads.
+#[inline(always)]
+pub fn bytes<const N: usize>(ctx: &TracePointContext, offset: usize) -> [u8; N] {
+    let mut out = [0; N];
+    let mut i = 0;
+    while i + 1 < N {
+        let pair: u16 = at(ctx, offset + i);
+        out[i..i + 2].copy_from_slice(&pair.to_ne_bytes());
+        i += 2;
+    }
+    out
+}
+
+/// Copies ports and addresses from the record into `conn`.
+#[inline(always)]
+pub fn fill_tuple(ctx: &TracePointContext, layout: &TupleLayout, conn: &mut Event) {
+    conn.sport = at(ctx, layout.sport);
+    conn.dport = at(ctx, layout.dport);
+    let af = at::<u16>(ctx, layout.family) as u8;
+    conn.family = af;
+    if af == family::INET6 {
+        conn.saddr = bytes(ctx, layout.saddr_v6);
+        conn.daddr = bytes(ctx, layout.daddr_v6);
+    } else {
+        let mut saddr = [0; 16];
+        let mut daddr = [0; 16];
+        saddr[..4].copy_from_slice(&bytes::<4>(ctx, layout.saddr));
+        daddr[..4].copy_from_slice(&bytes::<4>(ctx, layout.daddr));
+        conn.saddr = saddr;
+        conn.daddr = daddr;
+    }
+}

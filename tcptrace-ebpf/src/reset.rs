@@ -1,0 +1,93 @@
+//! `tcp:tcp_send_reset` and `tcp:tcp_receive_reset`: RSTs in either direction.
+//! They mark the connection's template (how it ended, who ended it) and, when
+//! asked for, become `reset` events. A RST sent with no socket (a reply to a
+//! segment nobody owns, like the SYN-ACK for a raw SYN) is reported from the
+//! record's own addresses.
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
+use tcptrace_common::{
+    Event, flags, kind, reset, side,
+    tracepoint::{send_reset, sk, sk_skb},
+};
+
+use crate::{
+    emit::emit,
+    kernel::{netns_of, netns_of_skb},
+    maps::{CONNS, config, scratch},
+    record::{at, bytes, fill_tuple},
+};
+
+#[tracepoint]
+pub fn tcptrace_send_reset(ctx: TracePointContext) -> u32 {
+    let sk: u64 = at(&ctx, send_reset::SKADDR);
+    let reason = if config!(send_reset_has_reason) != 0 { at::<u32>(&ctx, send_reset::REASON) } else { 0 };
+    if let Some(conn) = tracked(sk) {
+        conn.flags |= flags::RST_SENT;
+        if conn.closed_by == side::UNKNOWN {
+            conn.closed_by = side::LOCAL;
+        }
+        conn.reset_reason = reason;
+        report(conn, reset::SENT);
+        return 0;
+    }
+    let Some(event) = scratch() else { return 0 };
+    event.sock_addr = sk;
+    event.new_state = at::<i32>(&ctx, send_reset::STATE) as u8;
+    event.netns = if sk != 0 { netns_of(sk) } else { netns_of_skb(at(&ctx, send_reset::SKBADDR)) };
+    event.reset_reason = reason;
+    if config!(send_reset_has_reason) != 0 {
+        read_sockaddr(&ctx, send_reset::SADDR, &mut event.saddr, &mut event.sport, &mut event.family);
+        read_sockaddr(&ctx, send_reset::DADDR, &mut event.daddr, &mut event.dport, &mut event.family);
+    } else {
+        fill_tuple(&ctx, &sk_skb::TUPLE, event);
+    }
+    report(event, reset::SENT);
+    0
+}
+
+#[tracepoint]
+pub fn tcptrace_receive_reset(ctx: TracePointContext) -> u32 {
+    let sk: u64 = at(&ctx, sk::SKADDR);
+    if let Some(conn) = tracked(sk) {
+        conn.flags |= flags::RST_RECEIVED;
+        if conn.closed_by == side::UNKNOWN {
+            conn.closed_by = side::REMOTE;
+        }
+        report(conn, reset::RECEIVED);
+        return 0;
+    }
+    let Some(event) = scratch() else { return 0 };
+    event.sock_addr = sk;
+    event.netns = netns_of(sk);
+    fill_tuple(&ctx, &sk::TUPLE, event);
+    report(event, reset::RECEIVED);
+    0
+}
+
+fn tracked(sk: u64) -> Option<&'static mut Event> {
+    if sk == 0 {
+        return None;
+    }
+    // SAFETY: map value valid for this run.
+    CONNS.get_ptr_mut(&sk).map(|conn| unsafe { &mut *conn })
+}
+
+fn report(conn: &mut Event, way: u8) {
+    conn.reset = way;
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    emit(conn, kind::RESET, now, conn.new_state);
+}
+
+/// A sockaddr_in/sockaddr_in6 image in the record: address and port.
+fn read_sockaddr(ctx: &TracePointContext, offset: usize, addr: &mut [u8; 16], port: &mut u16, family: &mut u8) {
+    let af = at::<u16>(ctx, offset) as u8;
+    *family = af;
+    *port = u16::from_be(at::<u16>(ctx, offset + 2));
+    if af == tcptrace_common::family::INET6 {
+        *addr = bytes(ctx, offset + 8);
+    } else {
+        let mut v4 = [0; 16];
+        v4[..4].copy_from_slice(&bytes::<4>(ctx, offset + 4));
+        *addr = v4;
+    }
+}

@@ -1,0 +1,79 @@
+//! `tcp:tcp_retransmit_skb` and `tcp:tcp_retransmit_synack`: segments sent
+//! again. A SYN retransmitted also means the local port is known, so a
+//! blocking connect() to a silent host shows its `connect` event then.
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
+use tcptrace_common::{
+    Event, direction, flags, kind, tcp_state,
+    tracepoint::{sk_skb, synack},
+};
+
+use crate::{
+    emit::{emit, emit_connect_once, set_owner},
+    kernel::netns_of,
+    maps::{CONNS, LISTENERS, scratch},
+    record::{at, fill_tuple},
+};
+
+fn now() -> u64 {
+    // SAFETY: helper without preconditions.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[tracepoint]
+pub fn tcptrace_retransmit(ctx: TracePointContext) -> u32 {
+    let sk: u64 = at(&ctx, sk_skb::SKADDR);
+    let state = at::<i32>(&ctx, sk_skb::STATE) as u8;
+    if let Some(conn) = CONNS.get_ptr_mut(&sk) {
+        // SAFETY: map value valid for this run.
+        let conn = unsafe { &mut *conn };
+        if state == tcp_state::SYN_SENT {
+            emit_connect_once(conn, sk);
+        }
+        emit(conn, kind::RETRANSMIT, now(), conn.new_state);
+        return 0;
+    }
+    let Some(event) = scratch() else { return 0 };
+    event.sock_addr = sk;
+    event.new_state = state;
+    event.netns = netns_of(sk);
+    fill_tuple(&ctx, &sk_skb::TUPLE, event);
+    emit(event, kind::RETRANSMIT, now(), state);
+    0
+}
+
+/// A half-open passive connection (a request socket, no full socket yet):
+/// it belongs to its listener's owner.
+#[tracepoint]
+pub fn tcptrace_retransmit_synack(ctx: TracePointContext) -> u32 {
+    let listener: u64 = at(&ctx, synack::SKADDR);
+    let Some(event) = scratch() else { return 0 };
+    // The request socket's address: the same for every retransmit of it.
+    event.sock_addr = at(&ctx, synack::REQ);
+    event.new_state = tcp_state::SYN_RECV;
+    event.direction = direction::INBOUND;
+    event.netns = netns_of(listener);
+    fill_tuple(&ctx, &synack::TUPLE, event);
+    owner_from_listener(listener, event);
+    emit(event, kind::RETRANSMIT, now(), tcp_state::SYN_RECV);
+    0
+}
+
+fn owner_from_listener(listener: u64, event: &mut Event) {
+    // SAFETY: values copied out at once.
+    unsafe {
+        if let Some(template) = CONNS.get(&listener)
+            && template.flags & flags::OWNER_KNOWN != 0
+        {
+            event.tgid = template.tgid;
+            event.uid = template.uid;
+            event.comm = template.comm;
+            event.flags |= flags::OWNER_KNOWN;
+            return;
+        }
+        let key = tcptrace_common::ListenerKey { netns: event.netns, port: event.sport, _pad: 0 };
+        if let Some(owner) = LISTENERS.get(&key) {
+            let owner = *owner;
+            set_owner(event, &owner);
+        }
+    }
+}
