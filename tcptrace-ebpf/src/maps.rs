@@ -97,9 +97,7 @@ pub fn count(index: u32) {
 /// This CPU's scratch template, zeroed.
 pub fn scratch() -> Option<&'static mut Event> {
     let slot = SCRATCH.get_ptr_mut(0)?;
+    crate::emit::zero_event(slot);
     // SAFETY: this CPU's slot, used only within one program run.
-    unsafe {
-        core::ptr::write_bytes(slot, 0, 1);
-        Some(&mut *slot)
-    }
+    Some(unsafe { &mut *slot })
 }

@@ -11,7 +11,7 @@ use tcptrace_common::{
 };
 
 use crate::{
-    emit::{current_owner, emit, emit_connect_once, set_owner},
+    emit::{current_owner, emit, emit_connect_once, set_owner, zero_event},
     kernel::{fill_close_stats, netns_of, synack_rtt_us},
     maps::{CONNECTING, CONNS, LISTENERS, PENDING_CONNECT, count, scratch},
     record::{at, fill_tuple},
@@ -41,11 +41,9 @@ fn try_state(ctx: &TracePointContext) -> Result<(), i64> {
         // SAFETY: map value valid for this run.
         Some(conn) if old == tcp::CLOSE && unsafe { (*conn).flags } & LISTENER == 0 => {
             // A closed socket used again (connect() after a failure): a new connection.
+            zero_event(conn);
             // SAFETY: as above; zeroed, then filled as new.
-            let conn = unsafe {
-                core::ptr::write_bytes(conn, 0, 1);
-                &mut *conn
-            };
+            let conn = unsafe { &mut *conn };
             first_sight(ctx, conn, sk, old, new, now);
             conn
         }
