@@ -74,6 +74,17 @@ pub mod family {
     pub const INET6: u8 = 10;
 }
 
+/// `Event::internal` bits, kernel side only.
+pub mod internal {
+    /// The template is a listening socket's: its transitions are not a connection's.
+    pub const LISTENER: u8 = 1;
+    /// The `accept` event went out (two hooks may see the same accept).
+    pub const ACCEPTED: u8 = 2;
+    /// The LISTEN -> SYN_RECV `state` event waits for the child's remote
+    /// address, which some kernels fill in only after that transition.
+    pub const SYN_RECV_PENDING: u8 = 4;
+}
+
 /// Indexes of the kernel's per-CPU `COUNTERS` array.
 pub mod counter {
     /// Events dropped because the ring buffer was full.
@@ -166,7 +177,10 @@ pub struct Event {
     pub closed_by: u8,
     /// Reset: one of `reset`.
     pub reset: u8,
-    pub _pad: [u8; 4],
+    /// Bits of `internal`: the kernel side's own bookkeeping in its
+    /// per-connection template. Userspace ignores them.
+    pub internal: u8,
+    pub _pad: [u8; 3],
 }
 
 /// The byte size userspace checks every record against.
@@ -278,14 +292,14 @@ mod tests {
     #[test]
     fn event_has_no_implicit_padding() {
         // Sum of field sizes equals the struct size: no hidden holes for garbage.
-        let fields = 8 * 5 + 16 * 2 + 4 * 10 + 2 * 2 + COMM_LEN + 8 + 4;
+        let fields = 8 * 5 + 16 * 2 + 4 * 10 + 2 * 2 + COMM_LEN + 9 + 3;
         assert_eq!(fields, EVENT_SIZE);
         assert_eq!(offset_of!(Event, saddr), 40);
         assert_eq!(offset_of!(Event, tgid), 72);
         assert_eq!(offset_of!(Event, sport), 112);
         assert_eq!(offset_of!(Event, comm), 116);
         assert_eq!(offset_of!(Event, family), 132);
-        assert_eq!(offset_of!(Event, _pad), 140);
+        assert_eq!(offset_of!(Event, _pad), 141);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! kretprobe on `inet_csk_accept` (returns the new socket, TCP only), or the
 //! `syscalls:sys_exit_accept{,4}` tracepoints, which see only a file
 //! descriptor, for every socket family: a socket not in `CONNS` (AF_UNIX, or
-//! not seen opening) is ignored.
+//! not seen opening) is ignored. fexit and kretprobe miss an accept() that
+//! was already waiting when they attached, so the tracepoints come along as a
+//! net; the ACCEPTED mark keeps the event to one.
 use aya_ebpf::{
     EbpfContext,
     helpers::bpf_ktime_get_ns,
@@ -11,7 +13,7 @@ use aya_ebpf::{
     programs::{FExitContext, RetProbeContext, TracePointContext},
 };
 use aya_log_ebpf::debug;
-use tcptrace_common::{kind, tracepoint::sys_exit::RET};
+use tcptrace_common::{internal, kind, tracepoint::sys_exit::RET};
 
 use crate::{
     emit::{current_owner, emit, set_owner},
@@ -58,6 +60,10 @@ fn on_accept(sk: u64) {
     };
     // SAFETY: map value valid for this run.
     let conn = unsafe { &mut *conn };
+    if conn.internal & internal::ACCEPTED != 0 {
+        return;
+    }
+    conn.internal |= internal::ACCEPTED;
     set_owner(conn, &current_owner());
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };

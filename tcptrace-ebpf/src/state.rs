@@ -6,7 +6,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use tcptrace_common::{
-    Event, ListenerKey, counter, direction, flags, kind, side, tcp_state as tcp,
+    Event, ListenerKey, counter, direction, flags, internal, kind, side, tcp_state as tcp,
     tracepoint::set_state::{NEWSTATE, OLDSTATE, PROTOCOL, SKADDR, TUPLE},
 };
 
@@ -18,8 +18,6 @@ use crate::{
 };
 
 const IPPROTO_TCP: u16 = 6;
-/// Marks a listening socket's template: its transitions are not a connection's.
-const LISTENER: u8 = 0x80;
 
 #[tracepoint]
 pub fn tcptrace_state(ctx: TracePointContext) -> u32 {
@@ -39,7 +37,7 @@ fn try_state(ctx: &TracePointContext) -> Result<(), i64> {
 
     let conn = match CONNS.get_ptr_mut(&sk) {
         // SAFETY: map value valid for this run.
-        Some(conn) if old == tcp::CLOSE && unsafe { (*conn).flags } & LISTENER == 0 => {
+        Some(conn) if old == tcp::CLOSE && unsafe { (*conn).internal } & internal::LISTENER == 0 => {
             // A closed socket used again (connect() after a failure): a new connection.
             zero_event(conn);
             // SAFETY: as above; zeroed, then filled as new.
@@ -69,7 +67,7 @@ fn try_state(ctx: &TracePointContext) -> Result<(), i64> {
     fill_tuple(ctx, &TUPLE, conn);
     conn.new_state = new;
 
-    if conn.flags & LISTENER != 0 {
+    if conn.internal & internal::LISTENER != 0 {
         if new == tcp::CLOSE {
             let _ = LISTENERS.remove(&listener_key(conn));
         }
@@ -80,8 +78,16 @@ fn try_state(ctx: &TracePointContext) -> Result<(), i64> {
     if old == tcp::SYN_SENT {
         emit_connect_once(conn, sk);
     }
+    if conn.internal & internal::SYN_RECV_PENDING != 0 && conn.dport != 0 {
+        // The child's first transition, now that its remote end is known.
+        conn.internal &= !internal::SYN_RECV_PENDING;
+        let new_state = conn.new_state;
+        conn.new_state = tcp::SYN_RECV;
+        emit(conn, kind::STATE, conn.start_ns, tcp::LISTEN);
+        conn.new_state = new_state;
+    }
     // The kernel sometimes re-sets the state it is in; that is no transition.
-    if old != new {
+    if old != new && conn.internal & internal::SYN_RECV_PENDING == 0 {
         emit(conn, kind::STATE, now, old);
     }
     match (old, new) {
@@ -150,13 +156,16 @@ fn first_sight(ctx: &TracePointContext, conn: &mut Event, sk: u64, old: u8, new:
         tcp::LISTEN => {
             let owner = current_owner();
             set_owner(conn, &owner);
-            conn.flags |= LISTENER;
+            conn.internal |= internal::LISTENER;
             let _ = LISTENERS.insert(&listener_key(conn), &owner, 0);
         }
         // A child of a listener, cloned in softirq when the handshake's last ACK arrives.
         tcp::SYN_RECV => {
             conn.direction = direction::INBOUND;
             conn.flags |= flags::START_KNOWN;
+            if conn.dport == 0 {
+                conn.internal |= internal::SYN_RECV_PENDING;
+            }
             // SAFETY: the value is copied out at once.
             if let Some(owner) = unsafe { LISTENERS.get(&listener_key(conn)) } {
                 let owner = *owner;

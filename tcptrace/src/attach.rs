@@ -27,6 +27,9 @@ struct Hook {
     /// Without it tcptrace cannot do its job.
     required: bool,
     rungs: &'static [Rung],
+    /// Attached too when a function probe won: it catches calls that were
+    /// already inside the function when the probe attached.
+    net: Option<Rung>,
 }
 
 const HOOKS: &[Hook] = &[
@@ -34,6 +37,7 @@ const HOOKS: &[Hook] = &[
         purpose: "state changes",
         required: true,
         rungs: &[Rung::Tracepoints { program: "tcptrace_state", points: &[("sock", "inet_sock_set_state")] }],
+        net: None,
     },
     Hook {
         purpose: "connect owner and local port",
@@ -43,6 +47,7 @@ const HOOKS: &[Hook] = &[
             Rung::Kprobe { program: "tcptrace_connect_kprobe", function: "tcp_connect" },
             Rung::Tracepoints { program: "tcptrace_connect", points: &[("syscalls", "sys_exit_connect")] },
         ],
+        net: None,
     },
     Hook {
         purpose: "accept owner",
@@ -50,31 +55,33 @@ const HOOKS: &[Hook] = &[
         rungs: &[
             Rung::Fexit { program: "tcptrace_accept_fexit", function: "inet_csk_accept" },
             Rung::Kretprobe { program: "tcptrace_accept_kretprobe", function: "inet_csk_accept" },
-            Rung::Tracepoints {
-                program: "tcptrace_accept",
-                points: &[("syscalls", "sys_exit_accept4"), ("syscalls", "sys_exit_accept")],
-            },
+            ACCEPT_TRACEPOINTS,
         ],
+        net: Some(ACCEPT_TRACEPOINTS),
     },
     Hook {
         purpose: "socket teardown",
         required: true,
         rungs: &[Rung::Tracepoints { program: "tcptrace_destroy", points: &[("tcp", "tcp_destroy_sock")] }],
+        net: None,
     },
     Hook {
         purpose: "resets sent",
         required: false,
         rungs: &[Rung::Tracepoints { program: "tcptrace_send_reset", points: &[("tcp", "tcp_send_reset")] }],
+        net: None,
     },
     Hook {
         purpose: "resets received",
         required: false,
         rungs: &[Rung::Tracepoints { program: "tcptrace_receive_reset", points: &[("tcp", "tcp_receive_reset")] }],
+        net: None,
     },
     Hook {
         purpose: "retransmits",
         required: false,
         rungs: &[Rung::Tracepoints { program: "tcptrace_retransmit", points: &[("tcp", "tcp_retransmit_skb")] }],
+        net: None,
     },
     Hook {
         purpose: "SYN-ACK retransmits",
@@ -83,6 +90,7 @@ const HOOKS: &[Hook] = &[
             program: "tcptrace_retransmit_synack",
             points: &[("tcp", "tcp_retransmit_synack")],
         }],
+        net: None,
     },
     Hook {
         purpose: "close owner",
@@ -91,8 +99,14 @@ const HOOKS: &[Hook] = &[
             Rung::Fentry { program: "tcptrace_close_fentry", function: "tcp_close" },
             Rung::Kprobe { program: "tcptrace_close_kprobe", function: "tcp_close" },
         ],
+        net: None,
     },
 ];
+
+const ACCEPT_TRACEPOINTS: Rung = Rung::Tracepoints {
+    program: "tcptrace_accept",
+    points: &[("syscalls", "sys_exit_accept4"), ("syscalls", "sys_exit_accept")],
+};
 
 impl Rung {
     fn method(&self) -> Method {
@@ -164,11 +178,16 @@ pub struct HookReport {
     pub method: Option<String>,
     /// The methods tried before it, and why each failed.
     pub refused: Vec<String>,
+    /// A tracepoint attached beside a function probe for calls already in flight.
+    pub net: Option<String>,
 }
 
 impl std::fmt::Display for HookReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.purpose, self.method.as_deref().unwrap_or("not attached"))?;
+        if let Some(net) = &self.net {
+            write!(f, ", with {net} for calls in flight at start")?;
+        }
         if self.method.is_none() && self.refused.is_empty() {
             write!(f, " (only fentry or kprobe offer it)")?;
         } else if !self.refused.is_empty() {
@@ -183,11 +202,17 @@ pub fn attach_all(ebpf: &mut Ebpf, attach: Attach) -> Result<Vec<HookReport>, Lo
     let mut btf = None;
     let mut reports = Vec::new();
     for hook in HOOKS {
-        let mut report = HookReport { purpose: hook.purpose, method: None, refused: Vec::new() };
+        let mut report = HookReport { purpose: hook.purpose, method: None, refused: Vec::new(), net: None };
         for rung in candidates(hook, attach) {
             match rung.attach(ebpf, &mut btf) {
                 Ok(()) => {
                     report.method = Some(rung.describe());
+                    if let Some(net) = hook.net.as_ref().filter(|_| rung.method() != Method::Tracepoint) {
+                        match net.attach(ebpf, &mut btf) {
+                            Ok(()) => report.net = Some(net.describe()),
+                            Err(error) => report.refused.push(format!("{}: {}", net.describe(), brief(&error))),
+                        }
+                    }
                     break;
                 }
                 Err(error) => report.refused.push(format!("{}: {}", rung.describe(), brief(&error))),

@@ -363,7 +363,8 @@ pub(crate) mod tests {
                 | flags::FIN_RECEIVED,
             closed_by: tcptrace_common::side::LOCAL,
             reset: 0,
-            _pad: [0; 4],
+            internal: 0,
+            _pad: [0; 3],
         }
     }
 

@@ -73,9 +73,15 @@ fn unanswered_syns_fail_with_timeout() {
 
 /// The seed's raw SYN: the listener answers SYN-ACK to a port nobody owns, so
 /// this host's kernel answers that with a RST (no socket: reason NO_SOCKET).
+/// Kernels before 6.10 fire tcp:tcp_send_reset only for RSTs of a socket, so
+/// there this RST is invisible to tcptrace (README: what each path sees).
 #[test]
 fn raw_syn_is_answered_and_reset() {
     require_root();
+    if !support::send_reset_reports_socketless_resets() {
+        eprintln!("skipped: tcp:tcp_send_reset on this kernel fires only for socket RSTs");
+        return;
+    }
     let ns = Netns::new();
     let (port, stray) = (port(), port() + 20000);
     let mut server = ns.server("127.0.0.1", port, 1);

@@ -1,12 +1,15 @@
 //! Developer tasks that are not `cargo build`: set up the eBPF toolchain, run
-//! every test, run tcptrace as root.
+//! every test, run tcptrace as root, run a command under another kernel.
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
+mod loadgen;
 mod setup;
 mod shell;
 mod tasks;
+mod vm;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask")]
@@ -27,6 +30,33 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Measure connection churn untraced and under tcptrace and its peers (table on stdout).
+    Bench {
+        /// Seconds of churn per measurement.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Rounds over all subjects, alternating; medians are reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Untraced and tcptrace only, briefly: keeps the command from rotting in CI.
+        #[arg(long)]
+        smoke: bool,
+        /// Also time the tracers' eBPF programs (kernel.bpf_stats_enabled; adds a little cost).
+        #[arg(long)]
+        bpf_stats: bool,
+    },
+    /// The benchmark's load generator (the bench runs it inside its namespace).
+    #[command(hide = true)]
+    Loadgen {
+        #[arg(long)]
+        seconds: f64,
+        #[arg(long)]
+        clients: usize,
+        #[arg(long)]
+        port: u16,
+    },
+    /// Boot a stock Debian kernel in QEMU/KVM and run a command there, on the host's files.
+    Vm(vm::Options),
 }
 
 fn main() -> ExitCode {
@@ -34,12 +64,17 @@ fn main() -> ExitCode {
         Task::Setup => setup::all(),
         Task::Test => tasks::test(),
         Task::Run { args } => tasks::run_tcptrace(&args),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("xtask: {error:#}");
-            ExitCode::FAILURE
+        Task::Bench { seconds, rounds, smoke, bpf_stats } => {
+            bench::bench(&bench::Options { seconds, rounds, smoke, bpf_stats })
         }
-    }
+        Task::Loadgen { seconds, clients, port } => loadgen::run(seconds, clients, port),
+        // The guest command's exit status becomes ours.
+        Task::Vm(options) => return vm::run_command(&options).map_or_else(failure, ExitCode::from),
+    };
+    result.map_or_else(failure, |()| ExitCode::SUCCESS)
+}
+
+fn failure(error: anyhow::Error) -> ExitCode {
+    eprintln!("xtask: {error:#}");
+    ExitCode::FAILURE
 }

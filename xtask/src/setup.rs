@@ -9,19 +9,20 @@ use crate::shell::{as_root, found, output, run};
 /// LLVM that bpf-linker links against; must match the bpf-linker feature.
 const LLVM: &str = "llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
-/// Debian packages: LLVM for bpf-linker; iproute2 (ip netns) and python3 for
-/// the kernel tests' peers.
-const PACKAGES: &[&str] = &["llvm-22-dev", "iproute2", "python3"];
+/// Debian packages: LLVM for bpf-linker; iproute2 (ip netns), nftables (lossy
+/// paths) and python3 (the peers) for the kernel tests.
+const PACKAGES: &[&str] = &["llvm-22-dev", "iproute2", "nftables", "python3"];
 
 pub fn all() -> Result<()> {
-    debian_packages()?;
+    packages(PACKAGES)?;
     nightly_rust_src()?;
     bpf_linker()?;
     Ok(())
 }
 
-fn debian_packages() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+/// Installs the Debian packages among `wanted` that are missing.
+pub fn packages(wanted: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = wanted.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
     }

@@ -18,8 +18,9 @@ use std::{
 
 use serde_json::Value;
 
-/// Upper bound for anything the tests wait on; nothing waits forever.
-pub const PATIENCE: Duration = Duration::from_secs(15);
+/// Upper bound for anything the tests wait on; nothing waits forever. Generous:
+/// the same tests run under emulated CPUs (cargo xtask vm), many times slower.
+pub const PATIENCE: Duration = Duration::from_secs(60);
 
 pub fn require_root() {
     // SAFETY: no preconditions.
@@ -345,4 +346,13 @@ pub fn transitions(events: &[&Value]) -> Vec<(String, String)> {
 
 pub fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
     list.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect()
+}
+
+/// Since 6.10, tcp:tcp_send_reset also fires for RSTs no socket sends, with a
+/// reason; its format then has a `reason` field.
+pub fn send_reset_reports_socketless_resets() -> bool {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"].iter().any(|root| {
+        std::fs::read_to_string(format!("{root}/events/tcp/tcp_send_reset/format"))
+            .is_ok_and(|format| format.contains("field:enum sk_rst_reason reason;"))
+    })
 }
