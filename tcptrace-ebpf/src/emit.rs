@@ -1,5 +1,8 @@
 //! Building events from a connection's template and sending them to userspace.
-use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid};
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid},
+};
 use tcptrace_common::{COMM_LEN, EVENT_SIZE, Event, Owner, counter, flags, tcp_state};
 
 use crate::maps::{EVENTS, FILTER_PIDS, FILTER_PORTS, PENDING_CONNECT, config, count};
@@ -51,9 +54,24 @@ pub fn emit(conn: &Event, kind: u8, ts_ns: u64, old_state: u8) {
     match EVENTS.reserve::<Event>(0) {
         Some(mut slot) => {
             fill(slot.as_mut_ptr(), conn, kind, ts_ns, old_state, conn.new_state);
-            slot.submit(0);
+            slot.submit(wakeup());
         }
         None => count(counter::LOST_EVENTS),
+    }
+}
+
+/// Bytes waiting in the ring before a submit wakes the reader. Below it the
+/// reader is not woken per event (that costs more than the event) but drains
+/// on its own short timer.
+const WAKEUP_BYTES: u64 = 256 * 1024;
+
+/// Submit flags: wake the reader only once a batch is waiting.
+#[inline(always)]
+fn wakeup() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA.into()) >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP.into()
+    } else {
+        BPF_RB_NO_WAKEUP.into()
     }
 }
 

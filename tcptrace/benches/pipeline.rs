@@ -1,6 +1,10 @@
 //! Per-event userspace cost: decoding a ring-buffer record and writing it in
 //! each format. `cargo bench -p tcptrace --bench pipeline`.
-use std::{hint::black_box, io::sink, time::Duration};
+use std::{
+    hint::black_box,
+    io::{self, Write},
+    time::Duration,
+};
 
 use tcptrace::{
     config::OutputFormat,
@@ -11,6 +15,19 @@ use tcptrace_common::{EVENT_SIZE, Event, direction, family, flags, kind, side, t
 
 fn main() {
     divan::main();
+}
+
+/// Takes every byte and keeps none. io::Sink would skip formatting entirely.
+struct Discard;
+
+impl Write for Discard {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Ok(black_box(buf).len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 fn record(event_kind: u8) -> Vec<u8> {
@@ -61,7 +78,7 @@ fn decode(bencher: divan::Bencher, event_kind: u8) {
 fn write(bencher: divan::Bencher, format: OutputFormat, event_kind: u8) {
     let decoder = Decoder::new(Duration::from_secs(1_700_000_000), Vec::new());
     let Ok(event) = decoder.decode(&record(event_kind)) else { return };
-    let mut writer: Box<dyn EventWriter> = output::writer(format, sink(), 0);
+    let mut writer: Box<dyn EventWriter> = output::writer(format, Discard, 0);
     bencher.bench_local(|| writer.event(black_box(&event)));
 }
 

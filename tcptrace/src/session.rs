@@ -34,6 +34,9 @@ pub struct Summary {
 
 /// How often loss counters are checked while running.
 const LOSS_CHECK: Duration = Duration::from_secs(1);
+/// The kernel wakes us only once a batch is waiting (emit.rs); below that we
+/// look on our own this often, which bounds how late a quiet event appears.
+const DRAIN_EVERY: Duration = Duration::from_millis(10);
 
 pub async fn run<W: Write>(config: &Config, out: W) -> Result<Summary, RunError> {
     let mut tracer = loader::load(config)?;
@@ -49,6 +52,8 @@ pub async fn run<W: Write>(config: &Config, out: W) -> Result<Summary, RunError>
     let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Poll)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Poll)?;
     let mut loss_check = tokio::time::interval(LOSS_CHECK);
+    let mut drain_tick = tokio::time::interval(DRAIN_EVERY);
+    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let decoder = Decoder::from_clocks(tracer.reset_reasons.clone());
     let mut writer = output::writer(config.format, out, own_netns());
@@ -61,31 +66,49 @@ pub async fn run<W: Write>(config: &Config, out: W) -> Result<Summary, RunError>
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(RunError::Poll)?;
-                let ring = guard.get_inner_mut();
-                while summary.events < limit {
-                    let Some(record) = ring.next() else { break };
-                    match decoder.decode(&record) {
-                        Ok(event) => {
-                            writer.event(&event).map_err(RunError::Output)?;
-                            summary.events += 1;
-                        }
-                        Err(error) => {
-                            summary.malformed += 1;
-                            log::warn!("skipping malformed event: {error}");
-                        }
-                    }
-                }
+                drain(guard.get_inner_mut(), &decoder, writer.as_mut(), &mut summary, limit)?;
                 guard.clear_ready();
-                writer.flush().map_err(RunError::Output)?;
             }
+            _ = drain_tick.tick() => drain(ring.get_mut(), &decoder, writer.as_mut(), &mut summary, limit)?,
             _ = loss_check.tick() => report_losses(&counters, &mut summary, writer.as_mut())?,
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
     }
+    // What the kernel queued before we stopped still goes out.
+    drain(ring.get_mut(), &decoder, writer.as_mut(), &mut summary, limit)?;
     report_losses(&counters, &mut summary, writer.as_mut())?;
     drop(tracer);
     Ok(summary)
+}
+
+/// Writes every record waiting in the ring (up to the --count limit), then flushes.
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    decoder: &Decoder,
+    writer: &mut dyn EventWriter,
+    summary: &mut Summary,
+    limit: u64,
+) -> Result<(), RunError> {
+    let mut wrote = false;
+    while summary.events < limit {
+        let Some(record) = ring.next() else { break };
+        match decoder.decode(&record) {
+            Ok(event) => {
+                writer.event(&event).map_err(RunError::Output)?;
+                summary.events += 1;
+                wrote = true;
+            }
+            Err(error) => {
+                summary.malformed += 1;
+                log::warn!("skipping malformed event: {error}");
+            }
+        }
+    }
+    if wrote {
+        writer.flush().map_err(RunError::Output)?;
+    }
+    Ok(())
 }
 
 /// The kernel programs' aya-log records go to `log` (RUST_LOG=debug shows them).
