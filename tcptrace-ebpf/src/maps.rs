@@ -59,17 +59,17 @@ pub static CONNS: HashMap<u64, Event> = HashMap::with_max_entries(65536, 0);
 /// Active opens whose `connect` event is not out yet. Whoever deletes the entry
 /// emits it, so it goes out exactly once from whichever hook sees it first.
 #[map]
-pub static PENDING_CONNECT: HashMap<u64, u8> = HashMap::with_max_entries(65536, 0);
+pub static PENDING_CONNECT: HashMap<u64, u8> = HashMap::with_max_entries(16384, 0);
 
 /// The socket each thread is connecting, from SYN_SENT until connect() returns.
 #[map]
-pub static CONNECTING: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
+pub static CONNECTING: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
 
 /// Owners of listening sockets by (netns, port): a passive connection belongs
 /// to its listener's owner until some process accepts it. Userspace seeds it
 /// with the listeners that were open before tracing started.
 #[map]
-pub static LISTENERS: HashMap<ListenerKey, Owner> = HashMap::with_max_entries(16384, 0);
+pub static LISTENERS: HashMap<ListenerKey, Owner> = HashMap::with_max_entries(8192, 0);
 
 #[map]
 pub static FILTER_PIDS: HashMap<PidKey, u8> = HashMap::with_max_entries(1024, 0);

@@ -197,13 +197,22 @@ impl std::fmt::Display for HookReport {
     }
 }
 
-/// Attaches every hook with the best rung `attach` allows.
-pub fn attach_all(ebpf: &mut Ebpf, attach: Attach) -> Result<Vec<HookReport>, LoadError> {
+/// Attaches every hook with the best rung `attach` allows. `fentry`: what a
+/// probe load found (probe.rs); when refused, fentry rungs are not tried.
+pub fn attach_all(
+    ebpf: &mut Ebpf,
+    attach: Attach,
+    fentry: Option<Result<(), String>>,
+) -> Result<Vec<HookReport>, LoadError> {
     let mut btf = None;
     let mut reports = Vec::new();
     for hook in HOOKS {
         let mut report = HookReport { purpose: hook.purpose, method: None, refused: Vec::new(), net: None };
         for rung in candidates(hook, attach) {
+            if let (Method::Fentry, Some(Err(why))) = (rung.method(), &fentry) {
+                report.refused.push(format!("{}: {why}", rung.describe()));
+                continue;
+            }
             match rung.attach(ebpf, &mut btf) {
                 Ok(()) => {
                     report.method = Some(rung.describe());

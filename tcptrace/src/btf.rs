@@ -22,26 +22,31 @@ const KIND_DECL_TAG: u32 = 17;
 const KIND_TYPE_TAG: u32 = 18;
 const KIND_ENUM64: u32 = 19;
 
-#[derive(Debug, Clone, Copy)]
-struct Member {
-    name_off: u32,
-    type_id: u32,
-    bit_offset: u32,
-}
+const KIND_FUNC: u32 = 12;
 
-#[derive(Debug, Default)]
+/// One type record's header fields.
+#[derive(Debug, Clone, Copy)]
 struct Type {
     name_off: u32,
     kind: u32,
+    vlen: usize,
+    /// With kind_flag set, member offsets carry a bitfield size in the high 8 bits.
+    bitfield_offsets: bool,
     /// For modifiers and typedefs: the type they refer to.
     ref_type: u32,
-    members: Vec<Member>,
+    /// Where its trailing data (members, for structs) starts in the file.
+    trailing_at: usize,
 }
 
-/// Parsed kernel BTF: types and the string table.
+/// Kernel BTF, indexed but not expanded: the file's bytes and where each type
+/// record starts. Members are read from the bytes when asked for, so a parse
+/// allocates two buffers, not one object per type.
 pub struct Btf {
-    types: Vec<Type>,
-    strings: Vec<u8>,
+    data: Vec<u8>,
+    /// Byte offset in `data` of each type id's record (index 0, void, unused).
+    records: Vec<u32>,
+    strings_at: usize,
+    strings_len: usize,
 }
 
 fn u32_at(data: &[u8], at: usize) -> Result<u32, BtfError> {
@@ -51,69 +56,75 @@ fn u32_at(data: &[u8], at: usize) -> Result<u32, BtfError> {
 impl Btf {
     pub fn from_file(path: &Path) -> Result<Self, BtfError> {
         let data = std::fs::read(path).map_err(|source| BtfError::Read { path: path.to_owned(), source })?;
-        Self::parse(&data)
+        Self::parse(data)
     }
 
-    pub fn parse(data: &[u8]) -> Result<Self, BtfError> {
+    pub fn parse(data: Vec<u8>) -> Result<Self, BtfError> {
         if data.len() < 24 || u16::from_ne_bytes([data[0], data[1]]) != MAGIC {
             return Err(BtfError::BadMagic);
         }
-        let hdr_len = u32_at(data, 4)? as usize;
-        let type_off = hdr_len + u32_at(data, 8)? as usize;
-        let type_len = u32_at(data, 12)? as usize;
-        let str_off = hdr_len + u32_at(data, 16)? as usize;
-        let str_len = u32_at(data, 20)? as usize;
-        let strings = data.get(str_off..str_off + str_len).ok_or(BtfError::Truncated)?.to_vec();
-        let section = data.get(type_off..type_off + type_len).ok_or(BtfError::Truncated)?;
-
-        let mut types = vec![Type::default()]; // id 0 is void
-        let mut at = 0;
-        while at < section.len() {
-            let name_off = u32_at(section, at)?;
-            let info = u32_at(section, at + 4)?;
-            let size_or_type = u32_at(section, at + 8)?;
-            at += 12;
-            let kind = (info >> 24) & 0x1f;
-            let vlen = (info & 0xffff) as usize;
-            let bitfield_offsets = info >> 31 == 1;
-            let mut members = Vec::new();
-            let trailing = match kind {
+        let hdr_len = u32_at(&data, 4)? as usize;
+        let types_at = hdr_len + u32_at(&data, 8)? as usize;
+        let types_end = types_at + u32_at(&data, 12)? as usize;
+        let strings_at = hdr_len + u32_at(&data, 16)? as usize;
+        let strings_len = u32_at(&data, 20)? as usize;
+        if data.len() < types_end || data.len() < strings_at + strings_len {
+            return Err(BtfError::Truncated);
+        }
+        let mut records = vec![0]; // id 0 is void
+        let mut at = types_at;
+        while at < types_end {
+            records.push(at as u32);
+            let ty = Self::record(&data, at)?;
+            let trailing = match ty.kind {
                 KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
                 KIND_ARRAY => 12,
-                KIND_STRUCT | KIND_UNION => {
-                    for i in 0..vlen {
-                        let base = at + i * 12;
-                        let offset = u32_at(section, base + 8)?;
-                        members.push(Member {
-                            name_off: u32_at(section, base)?,
-                            type_id: u32_at(section, base + 4)?,
-                            // With kind_flag set the high 8 bits hold a bitfield size.
-                            bit_offset: if bitfield_offsets { offset & 0xff_ffff } else { offset },
-                        });
-                    }
-                    vlen * 12
-                }
-                KIND_ENUM | KIND_FUNC_PROTO => vlen * 8,
-                KIND_DATASEC | KIND_ENUM64 => vlen * 12,
+                KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => ty.vlen * 12,
+                KIND_ENUM | KIND_FUNC_PROTO => ty.vlen * 8,
                 k if k <= KIND_TYPE_TAG => 0,
                 other => return Err(BtfError::UnknownKind(other)),
             };
-            at += trailing;
-            types.push(Type { name_off, kind, ref_type: size_or_type, members });
+            at = ty.trailing_at + trailing;
         }
-        Ok(Self { types, strings })
+        Ok(Self { data, records, strings_at, strings_len })
     }
 
-    fn name(&self, off: u32) -> &str {
-        let rest = self.strings.get(off as usize..).unwrap_or_default();
-        let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
-        std::str::from_utf8(&rest[..end]).unwrap_or("")
+    fn record(data: &[u8], at: usize) -> Result<Type, BtfError> {
+        let info = u32_at(data, at + 4)?;
+        Ok(Type {
+            name_off: u32_at(data, at)?,
+            kind: (info >> 24) & 0x1f,
+            vlen: (info & 0xffff) as usize,
+            bitfield_offsets: info >> 31 == 1,
+            ref_type: u32_at(data, at + 8)?,
+            trailing_at: at + 12,
+        })
+    }
+
+    fn type_by_id(&self, id: u32) -> Option<Type> {
+        let at = *self.records.get(id as usize).filter(|&&at| at != 0)?;
+        Self::record(&self.data, at as usize).ok()
+    }
+
+    /// Whether the string at `off` is `name`: compared in place, no UTF-8 check.
+    fn name_is(&self, off: u32, name: &str) -> bool {
+        let start = self.strings_at + off as usize;
+        let end = start + name.len();
+        end < self.strings_at + self.strings_len && &self.data[start..end] == name.as_bytes() && self.data[end] == 0
+    }
+
+    /// Member `i` of a struct or union: (name offset, type id, bit offset).
+    fn member_at(&self, ty: &Type, i: usize) -> Option<(u32, u32, u32)> {
+        let at = ty.trailing_at + i * 12;
+        let offset = u32_at(&self.data, at + 8).ok()?;
+        let bits = if ty.bitfield_offsets { offset & 0xff_ffff } else { offset };
+        Some((u32_at(&self.data, at).ok()?, u32_at(&self.data, at + 4).ok()?, bits))
     }
 
     /// Follows typedefs and qualifiers to the type underneath.
-    fn resolve(&self, mut id: u32) -> Option<&Type> {
+    fn resolve(&self, mut id: u32) -> Option<Type> {
         for _ in 0..32 {
-            let ty = self.types.get(id as usize)?;
+            let ty = self.type_by_id(id)?;
             match ty.kind {
                 KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => id = ty.ref_type,
                 _ => return Some(ty),
@@ -122,24 +133,33 @@ impl Btf {
         None
     }
 
-    fn find_struct(&self, name: &str) -> Option<&Type> {
-        self.types.iter().find(|t| {
-            (t.kind == KIND_STRUCT || t.kind == KIND_UNION) && !t.members.is_empty() && self.name(t.name_off) == name
+    /// The id of the first type of `kind` named `name` (with members, for structs).
+    fn find(&self, kind: u32, name: &str) -> Option<(u32, Type)> {
+        (1..self.records.len() as u32).find_map(|id| {
+            let ty = self.type_by_id(id)?;
+            let complete = kind != KIND_STRUCT || ty.vlen > 0;
+            (ty.kind == kind && complete && self.name_is(ty.name_off, name)).then_some((id, ty))
         })
+    }
+
+    /// The BTF id of kernel function `name`.
+    pub fn function_id(&self, name: &str) -> Option<u32> {
+        self.find(KIND_FUNC, name).map(|(id, _)| id)
     }
 
     /// Bit offset and type of member `name` in `ty`, looking through anonymous
     /// struct and union members the way C does.
     fn member(&self, ty: &Type, name: &str) -> Option<(u32, u32)> {
-        for m in &ty.members {
-            if m.name_off != 0 && self.name(m.name_off) == name {
-                return Some((m.bit_offset, m.type_id));
+        let members = || (0..ty.vlen).filter_map(|i| self.member_at(ty, i));
+        for (name_off, type_id, bits) in members() {
+            if name_off != 0 && self.name_is(name_off, name) {
+                return Some((bits, type_id));
             }
         }
-        for m in ty.members.iter().filter(|m| m.name_off == 0) {
-            let inner = self.resolve(m.type_id)?;
-            if let Some((bits, type_id)) = self.member(inner, name) {
-                return Some((m.bit_offset + bits, type_id));
+        for (_, type_id, bits) in members().filter(|&(name_off, ..)| name_off == 0) {
+            let inner = self.resolve(type_id)?;
+            if let Some((inner_bits, inner_type)) = self.member(&inner, name) {
+                return Some((bits + inner_bits, inner_type));
             }
         }
         None
@@ -148,11 +168,11 @@ impl Btf {
     /// Byte offset of `path` ("ns.inum") inside `struct struct_name`.
     pub fn offset_of(&self, struct_name: &str, path: &str) -> Result<u32, BtfError> {
         let missing = || BtfError::MissingMember { structure: struct_name.to_owned(), member: path.to_owned() };
-        let mut ty = self.find_struct(struct_name).ok_or_else(missing)?;
+        let (_, mut ty) = self.find(KIND_STRUCT, struct_name).ok_or_else(missing)?;
         let mut bits = 0;
         let mut parts = path.split('.').peekable();
         while let Some(part) = parts.next() {
-            let (member_bits, type_id) = self.member(ty, part).ok_or_else(missing)?;
+            let (member_bits, type_id) = self.member(&ty, part).ok_or_else(missing)?;
             bits += member_bits;
             if parts.peek().is_some() {
                 ty = self.resolve(type_id).ok_or_else(missing)?;
@@ -196,7 +216,7 @@ mod tests {
 
     #[test]
     fn finds_members_through_anonymous_unions_and_paths() {
-        let btf = Btf::parse(&sample()).expect("parse");
+        let btf = Btf::parse(sample()).expect("parse");
         assert_eq!(btf.offset_of("outer", "a").expect("a"), 0);
         assert_eq!(btf.offset_of("outer", "b").expect("b"), 4);
         assert_eq!(btf.offset_of("outer", "c.y").expect("c.y"), 8);
@@ -206,9 +226,9 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        assert!(matches!(Btf::parse(b"not btf at all, clearly"), Err(BtfError::BadMagic)));
+        assert!(matches!(Btf::parse(b"not btf at all, clearly".to_vec()), Err(BtfError::BadMagic)));
         let mut short = sample();
         short.truncate(40);
-        assert!(Btf::parse(&short).is_err());
+        assert!(Btf::parse(short).is_err());
     }
 }

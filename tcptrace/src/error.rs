@@ -47,6 +47,9 @@ pub enum LoadError {
     /// tracefs is not mounted and could not be mounted.
     #[error("tracefs is not mounted and mounting it on /sys/kernel/tracing failed: {0}")]
     Tracefs(std::io::Error),
+    /// The thread reading the kernel's BTF panicked.
+    #[error("reading the kernel's BTF failed unexpectedly")]
+    BtfThread,
     /// A tracepoint's format file could not be read (kernel without it?).
     #[error("cannot read the format of tracepoint {name}: {source}")]
     Tracepoint { name: String, source: std::io::Error },

@@ -1,7 +1,7 @@
 //! Load the kernel object, set its load-time globals and filter maps, attach.
 //!
 //! Which method each hook gets is attach.rs's business.
-use std::{path::Path, sync::Arc};
+use std::{path::Path, sync::Arc, time::Instant};
 
 use aya::{Ebpf, EbpfLoader, maps::HashMap};
 use tcptrace_common::{KernelOffsets, ListenerKey, LoadConfig, Owner};
@@ -9,9 +9,9 @@ use tcptrace_common::{KernelOffsets, ListenerKey, LoadConfig, Owner};
 use crate::{
     attach::{self, HookReport},
     btf::Btf,
-    config::Config,
+    config::{Attach, Config, Method},
     error::LoadError,
-    procfs,
+    probe, procfs,
     tracefs::{self, SendResetLayout},
 };
 
@@ -29,25 +29,42 @@ pub struct Tracer {
 }
 
 pub fn load(config: &Config) -> Result<Tracer, LoadError> {
+    let started = Instant::now();
+    let phase = |name: &str| log::debug!("start-up: {name} done at {:?}", started.elapsed());
     ensure_privileged()?;
     let tracefs = tracefs::root()?;
     let send_reset = tracefs::check_layouts(&tracefs)?;
-    let btf = Btf::from_file(Path::new(BTF_PATH))?;
+    phase("tracepoint layouts");
+    // aya's loader parses the kernel BTF too, for itself: both parses run at
+    // once, on two cores, since neither needs the other.
+    let attach = config.attach;
+    let ours = std::thread::spawn(move || -> Result<_, LoadError> {
+        let btf = Btf::from_file(Path::new(BTF_PATH))?;
+        Ok((kernel_offsets(&btf)?, fentry_allowed(&btf, attach)))
+    });
+    let mut loader = EbpfLoader::new();
+    phase("aya's loader (it parses the kernel BTF)");
+    let (offsets, fentry) = ours.join().map_err(|_| LoadError::BtfThread)??;
+    phase("BTF offsets");
     let load_config = LoadConfig {
-        offsets: kernel_offsets(&btf)?,
+        offsets,
         events: config.events.mask(),
         filter_pids: u8::from(!config.pids.is_empty()),
         filter_ports: u8::from(!config.ports.is_empty()),
         send_reset_has_reason: u8::from(send_reset == SendResetLayout::WithReason),
         _pad: 0,
     };
-    let mut ebpf = EbpfLoader::new().override_global("CONFIG", &load_config, true).load(OBJECT)?;
+    let mut ebpf = loader.override_global("CONFIG", &load_config, true).load(OBJECT)?;
+    drop(loader);
     fill_filter(&mut ebpf, "FILTER_PIDS", &config.pids)?;
     fill_filter(&mut ebpf, "FILTER_PORTS", &config.ports)?;
+    phase("object and maps");
 
-    let hooks = attach::attach_all(&mut ebpf, config.attach)?;
+    let hooks = attach::attach_all(&mut ebpf, config.attach, fentry)?;
+    phase("attach");
     // After attaching, so a listener opened meanwhile is seen by one or the other.
     seed_listeners(&mut ebpf)?;
+    phase("listeners from /proc");
     Ok(Tracer { ebpf, hooks, reset_reasons: tracefs::reset_reasons(&tracefs) })
 }
 
@@ -67,6 +84,20 @@ fn seed_listeners(ebpf: &mut Ebpf) -> Result<(), LoadError> {
         }
     }
     Ok(())
+}
+
+/// Whether fentry programs load here (None: nobody will try them).
+fn fentry_allowed(btf: &Btf, attach: Attach) -> Option<Result<(), String>> {
+    if matches!(attach, Attach::Only(method) if method != Method::Fentry) {
+        return None;
+    }
+    let Some(function) = btf.function_id("tcp_connect") else {
+        return Some(Err("kernel BTF has no tcp_connect".to_owned()));
+    };
+    Some(probe::fentry(function).map_err(|error| match error.raw_os_error() {
+        Some(libc::EPERM) => "refused by the kernel (EPERM)".to_owned(),
+        _ => error.to_string(),
+    }))
 }
 
 /// Member offsets of the running kernel, for the programs' pointer walks.

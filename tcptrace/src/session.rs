@@ -39,11 +39,14 @@ const LOSS_CHECK: Duration = Duration::from_secs(1);
 const DRAIN_EVERY: Duration = Duration::from_millis(10);
 
 pub async fn run<W: Write>(config: &Config, out: W) -> Result<Summary, RunError> {
+    let started = std::time::Instant::now();
     let mut tracer = loader::load(config)?;
+    log::debug!("start-up: loaded at {:?}", started.elapsed());
     for hook in &tracer.hooks {
         eprintln!("tcptrace: {hook}");
     }
     forward_kernel_logs(&mut tracer);
+    log::debug!("start-up: kernel logs at {:?}", started.elapsed());
     let ring = take_map::<RingBuf<MapData>>(&mut tracer, "EVENTS")?;
     let counters = take_map::<PerCpuArray<MapData, u64>>(&mut tracer, "COUNTERS")?;
     // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd until
