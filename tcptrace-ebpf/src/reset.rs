@@ -5,12 +5,12 @@
 //! record's own addresses.
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
 use tcptrace_common::{
-    Event, flags, kind, reset, side,
+    Event, flags, kind, reset, side, tcp_state,
     tracepoint::{send_reset, sk, sk_skb},
 };
 
 use crate::{
-    emit::emit,
+    emit::{emit, emit_connect_once},
     kernel::{netns_of, netns_of_skb},
     maps::{CONNS, config, scratch},
     record::{at, bytes, fill_tuple},
@@ -48,6 +48,12 @@ pub fn tcptrace_send_reset(ctx: TracePointContext) -> u32 {
 pub fn tcptrace_receive_reset(ctx: TracePointContext) -> u32 {
     let sk: u64 = at(&ctx, sk::SKADDR);
     if let Some(conn) = tracked(sk) {
+        if conn.new_state == tcp_state::SYN_SENT {
+            // A refused connect: the RST beats connect()'s return, and the
+            // connect event (with the local port, known here) goes first.
+            conn.sport = at(&ctx, sk::TUPLE.sport);
+            emit_connect_once(conn, sk);
+        }
         conn.flags |= flags::RST_RECEIVED;
         if conn.closed_by == side::UNKNOWN {
             conn.closed_by = side::REMOTE;

@@ -27,6 +27,7 @@ pub fn tcptrace_retransmit(ctx: TracePointContext) -> u32 {
         // SAFETY: map value valid for this run.
         let conn = unsafe { &mut *conn };
         if state == tcp_state::SYN_SENT {
+            conn.sport = at(&ctx, sk_skb::TUPLE.sport);
             emit_connect_once(conn, sk);
         }
         emit(conn, kind::RETRANSMIT, now(), conn.new_state);
