@@ -10,6 +10,7 @@ pub mod error;
 pub mod events;
 pub mod lifecycle;
 pub mod loader;
+pub mod model;
 pub mod output;
 pub mod probe;
 pub mod procfs;

@@ -1,0 +1,134 @@
+//! The words events are told in: kinds, TCP states, directions, owners.
+use std::fmt;
+
+use tcptrace_common::{COMM_LEN, kind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Connect,
+    Accept,
+    Established,
+    Close,
+    Failed,
+    State,
+    Retransmit,
+    Reset,
+}
+
+impl EventKind {
+    pub const ALL: &[EventKind] = &[
+        Self::Connect,
+        Self::Accept,
+        Self::Established,
+        Self::Close,
+        Self::Failed,
+        Self::State,
+        Self::Retransmit,
+        Self::Reset,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Accept => "accept",
+            Self::Established => "established",
+            Self::Close => "close",
+            Self::Failed => "failed",
+            Self::State => "state",
+            Self::Retransmit => "retransmit",
+            Self::Reset => "reset",
+        }
+    }
+
+    /// The kernel side's number for this kind (`tcptrace_common::kind`).
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Connect => kind::CONNECT,
+            Self::Accept => kind::ACCEPT,
+            Self::Established => kind::ESTABLISHED,
+            Self::Close => kind::CLOSE,
+            Self::Failed => kind::FAILED,
+            Self::State => kind::STATE,
+            Self::Retransmit => kind::RETRANSMIT,
+            Self::Reset => kind::RESET,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.iter().copied().find(|kind| kind.code() == code)
+    }
+}
+
+/// A kernel TCP state (include/net/tcp_states.h), named as the kernel names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpState(pub u8);
+
+impl TcpState {
+    pub fn name(self) -> &'static str {
+        match self.0 {
+            1 => "ESTABLISHED",
+            2 => "SYN_SENT",
+            3 => "SYN_RECV",
+            4 => "FIN_WAIT1",
+            5 => "FIN_WAIT2",
+            6 => "TIME_WAIT",
+            7 => "CLOSE",
+            8 => "CLOSE_WAIT",
+            9 => "LAST_ACK",
+            10 => "LISTEN",
+            11 => "CLOSING",
+            12 => "NEW_SYN_RECV",
+            13 => "BOUND_INACTIVE",
+            _ => "UNKNOWN",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Unknown,
+    Outbound,
+    Inbound,
+}
+
+impl Direction {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Outbound => "outbound",
+            Self::Inbound => "inbound",
+        }
+    }
+}
+
+/// A task's command name, kept inline: no allocation per event.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Comm(pub [u8; COMM_LEN]);
+
+impl Comm {
+    pub fn new(name: &str) -> Self {
+        let mut bytes = [0; COMM_LEN];
+        let len = name.len().min(COMM_LEN - 1);
+        bytes[..len].copy_from_slice(&name.as_bytes()[..len]);
+        Self(bytes)
+    }
+
+    pub fn as_str(&self) -> std::borrow::Cow<'_, str> {
+        let len = self.0.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+        String::from_utf8_lossy(&self.0[..len])
+    }
+}
+
+impl fmt::Debug for Comm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+/// The process that owns a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub pid: u32,
+    pub uid: u32,
+    pub comm: Comm,
+}
