@@ -75,7 +75,7 @@ fn wakeup() -> u64 {
     }
 }
 
-/// Copies the template straight into the ring slot: no 96-byte temporary on
+/// Copies the template straight into the ring slot: no Event-sized temporary on
 /// the BPF stack.
 #[inline(always)]
 fn fill(slot: *mut Event, conn: &Event, kind: u8, ts_ns: u64, old_state: u8, new_state: u8) {

@@ -37,7 +37,7 @@ fn try_state(ctx: &TracePointContext) -> Result<(), i64> {
 
     let conn = match CONNS.get_ptr_mut(&sk) {
         // SAFETY: map value valid for this run.
-        Some(conn) if old == tcp::CLOSE && unsafe { (*conn).internal } & internal::LISTENER == 0 => {
+        Some(conn) if old == tcp::CLOSE && new != tcp::CLOSE && unsafe { (*conn).internal } & internal::LISTENER == 0 => {
             // A closed socket used again (connect() after a failure): a new connection.
             zero_event(conn);
             // SAFETY: as above; zeroed, then filled as new.
@@ -108,7 +108,7 @@ fn try_state(ctx: &TracePointContext) -> Result<(), i64> {
         }
         (tcp::FIN_WAIT1, tcp::FIN_WAIT2) => conn.flags |= flags::FIN_ACKED,
         (tcp::FIN_WAIT1, tcp::CLOSING) => conn.flags |= flags::FIN_RECEIVED,
-        (_, tcp::CLOSE) => {
+        (_, tcp::CLOSE) if old != tcp::CLOSE => {
             match old {
                 tcp::LAST_ACK | tcp::CLOSING => conn.flags |= flags::FIN_ACKED,
                 // Into TIME_WAIT: the peer's FIN arrived.
