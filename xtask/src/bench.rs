@@ -82,7 +82,12 @@ pub fn bench(options: &Options) -> Result<()> {
     for round in 1..=options.rounds {
         for (subject, samples) in subjects.iter().zip(samples.iter_mut()) {
             eprintln!("xtask: round {round}/{}: {}", options.rounds, subject.label);
-            samples.push(measure(subject, &loadgen, options.seconds)?);
+            let mut sample = measure(subject, &loadgen, options.seconds)?;
+            if !options.bpf_stats {
+                // Without kernel.bpf_stats_enabled the kernel reports 0, not "unknown".
+                sample.bpf_ms = None;
+            }
+            samples.push(sample);
         }
     }
     if options.bpf_stats {
