@@ -37,7 +37,9 @@ fn try_state(ctx: &TracePointContext) -> Result<(), i64> {
 
     let conn = match CONNS.get_ptr_mut(&sk) {
         // SAFETY: map value valid for this run.
-        Some(conn) if old == tcp::CLOSE && new != tcp::CLOSE && unsafe { (*conn).internal } & internal::LISTENER == 0 => {
+        Some(conn)
+            if old == tcp::CLOSE && new != tcp::CLOSE && unsafe { (*conn).internal } & internal::LISTENER == 0 =>
+        {
             // A closed socket used again (connect() after a failure): a new connection.
             zero_event(conn);
             // SAFETY: as above; zeroed, then filled as new.

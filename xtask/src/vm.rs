@@ -5,7 +5,7 @@
 //! there as they are.
 use std::{
     collections::{HashMap, HashSet},
-    fs,
+    fmt, fs,
     io::{BufRead, BufReader, Read, Write},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -18,7 +18,8 @@ use clap::{Args, ValueEnum};
 
 use crate::shell::{as_root, found, output, run, workspace_root};
 
-/// QEMU; a static busybox for the initramfs; depmod, as the kernel .deb has no modules.dep.
+/// QEMU; a static busybox for the initramfs (and the guest's PID 1 after it
+/// chroots); depmod, as the kernel .deb has no modules.dep.
 const PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "kmod"];
 const BUSYBOX: &str = "/bin/busybox";
 /// What the guest needs to mount the host over virtio 9p and overlay /root;
@@ -33,25 +34,30 @@ const EXIT: &str = "XTASK-VM-EXIT=";
 const SHARE: &str = "security_model=none,multidevs=remap";
 /// Host variables the guest command gets, besides --env.
 const PASSED_ENV: &[&str] = &["PATH", "RUST_BACKTRACE", "RUST_LOG"];
+/// Seconds before QEMU is killed, unless told otherwise.
+pub(crate) const TIMEOUT: u64 = 600;
+/// Where, in a kernel's cache directory, its whole module tree stays (one
+/// `<release>` directory, with modules.dep): the guest's /lib/modules.
+const MODULE_TREE: &str = "lib-modules";
 
 #[derive(Args)]
 pub struct Options {
     /// Debian kernel series to boot.
     #[arg(long)]
-    kernel: Series,
+    pub(crate) kernel: Series,
     /// Seconds before QEMU is killed.
-    #[arg(long, default_value_t = 600)]
-    timeout: u64,
+    #[arg(long, default_value_t = TIMEOUT)]
+    pub(crate) timeout: u64,
     /// KEY=VALUE for the command's environment (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE")]
-    env: Vec<String>,
+    pub(crate) env: Vec<String>,
     /// The command to run as root in the guest, after `--`.
     #[arg(last = true, required = true)]
-    command: Vec<String>,
+    pub(crate) command: Vec<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum Series {
+pub(crate) enum Series {
     #[value(name = "6.1")]
     V6_1,
     #[value(name = "6.12")]
@@ -74,6 +80,16 @@ impl Series {
     }
 }
 
+/// As on the command line: 6.1, 6.12.
+impl fmt::Display for Series {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            Series::V6_1 => "6.1",
+            Series::V6_12 => "6.12",
+        })
+    }
+}
+
 /// Boots the kernel, runs the command and returns its exit status.
 pub fn run_command(options: &Options) -> Result<u8> {
     install()?;
@@ -82,7 +98,7 @@ pub fn run_command(options: &Options) -> Result<u8> {
     let (vmlinuz, initramfs) = kernel(&package, &dir.join(&package))?;
     let script = dir.join(format!("run-{}.sh", std::process::id()));
     fs::write(&script, run_script(options)?).with_context(|| format!("cannot write {}", script.display()))?;
-    let status = boot(&vmlinuz, &initramfs, &script, options.timeout);
+    let status = boot(&vmlinuz, &initramfs, &dir.join(&package).join(MODULE_TREE), &script, options.timeout);
     let _ = fs::remove_file(&script);
     status
 }
@@ -127,11 +143,11 @@ fn kernel_package(series: Series, cache: &Path) -> Result<String> {
     series.newest(cached.iter().map(String::as_str)).context("apt knows no kernel package of that series")
 }
 
-/// vmlinuz and an initramfs for `package`, cached in `dir`: downloaded once,
-/// the initramfs rebuilt only when vm_init.sh changed.
+/// vmlinuz and an initramfs for `package`, cached in `dir` with its module
+/// tree: downloaded once, the initramfs rebuilt only when vm_init.sh changed.
 fn kernel(package: &str, dir: &Path) -> Result<(PathBuf, PathBuf)> {
     let vmlinuz = dir.join("vmlinuz");
-    if !vmlinuz.exists() {
+    if !vmlinuz.exists() || !dir.join(MODULE_TREE).exists() {
         fetch(package, dir).with_context(|| format!("cannot prepare {package}"))?;
     }
     let initramfs = dir.join("initramfs.cpio");
@@ -143,8 +159,9 @@ fn kernel(package: &str, dir: &Path) -> Result<(PathBuf, PathBuf)> {
     Ok((vmlinuz, initramfs))
 }
 
-/// Downloads and unpacks the package, keeping vmlinuz and the modules the
-/// initramfs loads, numbered in load order and decompressed (for busybox insmod).
+/// Downloads and unpacks the package, keeping vmlinuz, the module tree with
+/// its modules.dep, and the modules the initramfs loads, numbered in load order
+/// and decompressed (for busybox insmod). vmlinuz comes last: it marks the end.
 fn fetch(package: &str, dir: &Path) -> Result<()> {
     let download = fresh_dir(&dir.join("download"))?;
     run(Command::new("apt-get").current_dir(&download).args(["download", package]))?;
@@ -154,7 +171,12 @@ fn fetch(package: &str, dir: &Path) -> Result<()> {
     let release = only_entry(&tree.join("lib/modules"))?;
     let release = release.file_name().and_then(|r| r.to_str()).context("odd lib/modules entry")?;
     run(Command::new("depmod").arg("-b").arg(&tree).arg(release))?;
-    let modules_dir = tree.join("lib/modules").join(release);
+    let module_tree = dir.join(MODULE_TREE);
+    if module_tree.exists() {
+        fs::remove_dir_all(&module_tree)?;
+    }
+    fs::rename(tree.join("lib/modules"), &module_tree)?;
+    let modules_dir = module_tree.join(release);
     let modules = fresh_dir(&dir.join("modules"))?;
     for (i, path) in load_order(&modules_dir)?.iter().enumerate() {
         let module = modules.join(format!("{i:02}-{}.ko", module_name(path)));
@@ -291,13 +313,15 @@ fn quote(word: &str) -> String {
 }
 
 /// Runs QEMU with the console on our stdout; the guest's exit status.
-fn boot(vmlinuz: &Path, initramfs: &Path, script: &Path, timeout: u64) -> Result<u8> {
+/// `module_tree` (in the workspace) becomes the guest's /lib/modules.
+fn boot(vmlinuz: &Path, initramfs: &Path, module_tree: &Path, script: &Path, timeout: u64) -> Result<u8> {
     let workspace = workspace_root().to_string_lossy().into_owned();
-    let script = script.to_string_lossy();
-    if [&workspace, &*script].iter().any(|p| p.contains(char::is_whitespace)) {
+    let (module_tree, script) = (module_tree.to_string_lossy(), script.to_string_lossy());
+    if [&workspace, &*module_tree, &*script].iter().any(|p| p.contains(char::is_whitespace)) {
         bail!("the workspace path must have no spaces: it goes on the kernel command line");
     }
-    let append = format!("console=ttyS0 quiet panic=-1 xtask_ws={workspace} xtask_run={script}");
+    let append =
+        format!("console=ttyS0 quiet panic=-1 xtask_ws={workspace} xtask_modules={module_tree} xtask_run={script}");
     let share = format!("local,path={},mount_tag=workspace,{SHARE}", workspace.replace(',', ",,"));
     let mut qemu = Command::new("qemu-system-x86_64");
     qemu.args(accelerator()).args(["-m", "2048", "-smp", "2", "-nographic", "-no-reboot", "-nic", "none"]);

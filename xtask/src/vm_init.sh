@@ -28,10 +28,19 @@ mount -t tmpfs -o mode=1777 tmpfs /newroot/var/tmp || die "cannot mount /var/tmp
 # A tmpfs /run lets ip netns create and bind-mount /run/netns.
 mount -t tmpfs -o mode=755 tmpfs /newroot/run || die "cannot mount /run"
 # /root keeps the host's tools (rustup, pyenv) but takes writes, in memory.
-mount -t tmpfs tmpfs /overlay && mkdir /overlay/upper /overlay/work || die "cannot make the /root overlay"
-mount -t overlay -o lowerdir=/newroot/root,upperdir=/overlay/upper,workdir=/overlay/work overlay /newroot/root ||
+mount -t tmpfs tmpfs /overlay && mkdir -p /overlay/root/upper /overlay/root/work || die "cannot make overlays"
+mount -t overlay -o lowerdir=/newroot/root,upperdir=/overlay/root/upper,workdir=/overlay/root/work overlay /newroot/root ||
 	die "cannot mount /root"
 mount -t 9p -o "$ninep,cache=mmap" workspace "/newroot$xtask_ws" || die "cannot mount $xtask_ws"
+# /lib/modules is the booted kernel's whole module tree ($xtask_modules, in the
+# workspace), for modprobe and the kernel's own loading (nft needs nf_tables),
+# not the host's. The read-only host may lack the mount point: an overlay on
+# /lib (usr/lib when merged) adds it.
+lib=$(chroot /newroot /bin/busybox readlink -f /lib) || die "cannot resolve the host's /lib"
+mkdir -p /overlay/lib/upper/modules /overlay/lib/work || die "cannot make the /lib overlay"
+mount -t overlay -o "lowerdir=/newroot$lib,upperdir=/overlay/lib/upper,workdir=/overlay/lib/work" overlay "/newroot$lib" ||
+	die "cannot mount $lib"
+mount --bind "/newroot$xtask_modules" "/newroot$lib/modules" || die "cannot mount $lib/modules"
 
 cd /newroot || die "no /newroot"
 mount -t proc proc proc || die "cannot mount /proc"
@@ -49,6 +58,7 @@ ip link set lo up || die "cannot bring up lo"
 hostname xtask-vm
 
 echo XTASK-VM-START
-chroot /newroot /bin/sh "$xtask_run" </dev/null
-echo "XTASK-VM-EXIT=$?"
-poweroff -f
+# PID 1 shares its root with the kernel's threads, so it chroots itself (not a
+# child): the helpers the kernel starts, /sbin/modprobe for request_module, then
+# run in the host's root. The host has /bin/busybox: vm.rs copied it here.
+exec chroot /newroot /bin/busybox sh -c '/bin/sh "$1" </dev/null; echo "XTASK-VM-EXIT=$?"; /bin/busybox poweroff -f' init "$xtask_run"
