@@ -31,6 +31,8 @@ mount -t tmpfs -o mode=755 tmpfs /newroot/run || die "cannot mount /run"
 mount -t tmpfs tmpfs /overlay && mkdir -p /overlay/root/upper /overlay/root/work || die "cannot make overlays"
 mount -t overlay -o lowerdir=/newroot/root,upperdir=/overlay/root/upper,workdir=/overlay/root/work overlay /newroot/root ||
 	die "cannot mount /root"
+# A workspace under /tmp (a clone in CI, say) sits in the fresh tmpfs: make its mount point.
+[ -d "/newroot$xtask_ws" ] || mkdir -p "/newroot$xtask_ws" || die "cannot make $xtask_ws"
 mount -t 9p -o "$ninep,cache=mmap" workspace "/newroot$xtask_ws" || die "cannot mount $xtask_ws"
 # /lib/modules is the booted kernel's whole module tree ($xtask_modules, in the
 # workspace), for modprobe and the kernel's own loading (nft needs nf_tables),
