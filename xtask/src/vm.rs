@@ -16,7 +16,10 @@ use std::{
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, ValueEnum};
 
-use crate::shell::{as_root, found, output, run, workspace_root};
+use crate::{
+    setup,
+    shell::{as_root, output, run, workspace_root},
+};
 
 /// QEMU; a static busybox for the initramfs (and the guest's PID 1 after it
 /// chroots); depmod, as the kernel .deb has no modules.dep.
@@ -92,7 +95,7 @@ impl fmt::Display for Series {
 
 /// Boots the kernel, runs the command and returns its exit status.
 pub fn run_command(options: &Options) -> Result<u8> {
-    install()?;
+    setup::packages(PACKAGES)?;
     let dir = workspace_root().join("target/vm");
     let package = kernel_package(options.kernel, &dir)?;
     let (vmlinuz, initramfs) = kernel(&package, &dir.join(&package))?;
@@ -101,26 +104,6 @@ pub fn run_command(options: &Options) -> Result<u8> {
     let status = boot(&vmlinuz, &initramfs, &dir.join(&package).join(MODULE_TREE), &script, options.timeout);
     let _ = fs::remove_file(&script);
     status
-}
-
-fn install() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    if !found("apt-get") {
-        bail!("the VM needs {}: install them, then run again", missing.join(", "));
-    }
-    run(as_root("apt-get")?.arg("update"))?;
-    run(as_root("apt-get")?
-        .args(["install", "-y", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
-}
-
-fn installed(package: &str) -> bool {
-    output(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))
-        .is_some_and(|s| s.contains("install ok installed"))
 }
 
 /// The newest image package of the series that apt knows, after an update if
