@@ -46,7 +46,6 @@ pub async fn run<W: Write>(config: &Config, out: W) -> Result<Summary, RunError>
         eprintln!("tcptrace: {hook}");
     }
     forward_kernel_logs(&mut tracer);
-    log::debug!("start-up: kernel logs at {:?}", started.elapsed());
     let ring = take_map::<RingBuf<MapData>>(&mut tracer, "EVENTS")?;
     let counters = take_map::<PerCpuArray<MapData, u64>>(&mut tracer, "COUNTERS")?;
     // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd until
