@@ -48,9 +48,7 @@ fn unanswered_syns_fail_with_timeout() {
     let port = port();
     // One retry: the kernel gives up after about 3 s instead of 2 minutes.
     ns.exec(&["sysctl", "-q", "-w", "net.ipv4.tcp_syn_retries=1"]);
-    ns.exec(&["nft", "add table inet drop_syn"]);
-    ns.exec(&["nft", "add chain inet drop_syn in { type filter hook input priority 0; }"]);
-    ns.exec(&["nft", &format!("add rule inet drop_syn in tcp dport {port} drop")]);
+    ns.drop_on_arrival("drop_syn", &format!("tcp dport {port}"));
     let tracer = Tracer::start(&["-e", "connect,failed,retransmit"]);
     let mut client = ns.peer(&["attempt", "127.0.0.1", &port.to_string()]);
     assert_eq!(client.line(), "ETIMEDOUT");
@@ -109,9 +107,7 @@ fn raw_syn_with_rst_dropped_retransmits_syn_ack() {
     let ns = Netns::new();
     let (port, stray) = (port(), port() + 20000);
     ns.exec(&["sysctl", "-q", "-w", "net.ipv4.tcp_synack_retries=1"]);
-    ns.exec(&["nft", "add table inet drop_rst"]);
-    ns.exec(&["nft", "add chain inet drop_rst in { type filter hook input priority 0; }"]);
-    ns.exec(&["nft", "add rule inet drop_rst in tcp flags rst drop"]);
+    ns.drop_on_arrival("drop_rst", "tcp flags rst");
     let server = ns.server("127.0.0.1", port, 1);
     let tracer = Tracer::start(&["-e", "retransmit,reset"]);
     let mut raw = ns.peer(&["rawsyn", &stray.to_string(), &port.to_string()]);
@@ -160,9 +156,7 @@ fn lost_segments_are_retransmitted_and_counted() {
     let mut server = ns.server("127.0.0.1", port, 1);
     let mut client = ns.peer(&["client", "127.0.0.1", &port.to_string(), "wait"]);
     let client_port: u16 = client.line().parse().expect("local port");
-    ns.exec(&["nft", "add table inet lossy"]);
-    ns.exec(&["nft", "add chain inet lossy in { type filter hook input priority 0; }"]);
-    ns.exec(&["nft", &format!("add rule inet lossy in tcp dport {port} drop")]);
+    ns.drop_on_arrival("lossy", &format!("tcp dport {port}"));
     client.send_line();
     // Long enough for the first retransmission timers (200 ms minimum RTO) to fire.
     thread::sleep(Duration::from_millis(1200));

@@ -83,6 +83,15 @@ impl Netns {
         (pid, local_port)
     }
 
+    /// Drops arriving packets that match `nft_match` (nftables table `table`),
+    /// as a lossy path would: the sender saw them leave, so it retransmits.
+    /// Dropping on output instead only gives the sender EPERM.
+    pub fn drop_on_arrival(&self, table: &str, nft_match: &str) {
+        self.exec(&["nft", &format!("add table inet {table}")]);
+        self.exec(&["nft", &format!("add chain inet {table} in {{ type filter hook input priority 0; }}")]);
+        self.exec(&["nft", &format!("add rule inet {table} in {nft_match} drop")]);
+    }
+
     /// Runs a command inside the namespace (nft, sysctl, tc) and requires success.
     pub fn exec(&self, command: &[&str]) {
         run(Command::new("ip").args(["netns", "exec", &self.name]).args(command));
