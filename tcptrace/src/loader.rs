@@ -77,7 +77,7 @@ fn seed_listeners(ebpf: &mut Ebpf) -> Result<(), LoadError> {
     let mut listeners: HashMap<_, ListenerKey, Owner> =
         HashMap::try_from(map).map_err(|source| LoadError::Map { name: NAME, source })?;
     for (key, owner) in procfs::listeners(Path::new("/proc")) {
-        match listeners.insert(key, owner, NO_OVERWRITE) {
+        match listeners.insert(&key, &owner, NO_OVERWRITE) {
             Ok(()) => {}
             Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
             Err(source) => return Err(LoadError::Map { name: NAME, source }),
@@ -127,7 +127,7 @@ fn fill_filter<K: aya::Pod>(ebpf: &mut Ebpf, name: &'static str, keys: &[K]) -> 
     let map = ebpf.map_mut(name).ok_or(LoadError::MissingMap(name))?;
     let mut filter: HashMap<_, K, u8> = HashMap::try_from(map).map_err(|source| LoadError::Map { name, source })?;
     for key in keys {
-        filter.insert(key, 1, 0).map_err(|source| LoadError::Map { name, source })?;
+        filter.insert(key, &1, 0).map_err(|source| LoadError::Map { name, source })?;
     }
     Ok(())
 }

@@ -1,23 +1,33 @@
-//! Installs the eBPF toolchain and test tools on a Debian machine. Each step
-//! checks first, so a second run costs a few process spawns.
-use std::process::Command;
+//! Installs the pinned eBPF toolchain and the test tools on a Debian machine.
+//! Each step checks first, so a second run costs a few process spawns; each
+//! install says in one line what it installs.
+use std::{path::Path, process::Command};
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
 
-use crate::shell::{as_root, found, output, run};
+use crate::shell::{as_root, found, output, run, workspace_root};
 
-/// LLVM that bpf-linker links against; must match the bpf-linker feature.
-const LLVM: &str = "llvm-22";
-const BPF_LINKER_VERSION: &str = "0.13.0";
-/// Debian packages: LLVM for bpf-linker; iproute2 (ip netns), nftables (lossy
-/// paths) and python3 (the peers) for the kernel tests.
-const PACKAGES: &[&str] = &["llvm-22-dev", "iproute2", "nftables", "python3"];
+#[path = "../../tcptrace/build/ebpf_toolchain.rs"]
+mod ebpf_toolchain;
+pub use ebpf_toolchain::Pins;
+
+/// Debian packages for the kernel tests: iproute2 (ip netns), nftables (lossy
+/// paths) and python3 (the peers). LLVM for bpf-linker comes from the pins.
+const TEST_PACKAGES: &[&str] = &["iproute2", "nftables", "python3"];
+
+pub fn pins() -> Result<Pins> {
+    Pins::read(&workspace_root().join("Cargo.toml")).map_err(|e| anyhow!(e))
+}
 
 pub fn all() -> Result<()> {
-    packages(PACKAGES)?;
-    nightly_rust_src()?;
-    bpf_linker()?;
-    Ok(())
+    let pins = pins()?;
+    let llvm_dev = format!("llvm-{}-dev", pins.llvm_major);
+    packages(&[&[llvm_dev.as_str()], TEST_PACKAGES].concat())?;
+    nightly(&pins)?;
+    bpf_linker(&pins)?;
+    // The same check tcptrace/build.rs makes: a pin that cannot work fails
+    // here, naming both versions, not in bpf-linker's "Invalid record".
+    pins.check_installed().map_err(|problem| anyhow!("after set-up: {problem}"))
 }
 
 /// Installs the Debian packages among `wanted` that are missing.
@@ -32,6 +42,7 @@ pub fn packages(wanted: &[&str]) -> Result<()> {
             missing.join(", ")
         );
     }
+    eprintln!("xtask: installing Debian packages {}", missing.join(", "));
     run(as_root("apt-get")?.arg("update"))?;
     run(as_root("apt-get")?
         .args(["install", "-y", "--no-install-recommends"])
@@ -44,19 +55,21 @@ fn installed(package: &str) -> bool {
         .is_some_and(|s| s.contains("install ok installed"))
 }
 
-/// aya-build compiles the kernel programs with nightly's -Z build-std=core.
-fn nightly_rust_src() -> Result<()> {
+/// The kernel programs' dated nightly with rust-src (-Z build-std=core).
+fn nightly(pins: &Pins) -> Result<()> {
     if !found("rustup") {
         bail!("rustup is missing: install it (https://rustup.rs), then run again");
     }
-    let installed = output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]));
+    let installed =
+        output(Command::new("rustup").args(["component", "list", "--toolchain", &pins.nightly, "--installed"]));
     if installed.is_some_and(|list| list.lines().any(|l| l.starts_with("rust-src"))) {
         return Ok(());
     }
+    eprintln!("xtask: installing the kernel programs' toolchain {} with rust-src", pins.nightly);
     run(Command::new("rustup").args([
         "toolchain",
         "install",
-        "nightly",
+        &pins.nightly,
         "--profile",
         "minimal",
         "--component",
@@ -64,16 +77,22 @@ fn nightly_rust_src() -> Result<()> {
     ]))
 }
 
-fn bpf_linker() -> Result<()> {
+/// bpf-linker at the pinned version, linked against the pinned LLVM.
+fn bpf_linker(pins: &Pins) -> Result<()> {
     let version = output(Command::new("bpf-linker").arg("--version"));
-    if version.is_some_and(|v| v.contains(BPF_LINKER_VERSION)) {
+    let right_version = version.is_some_and(|v| v.split_whitespace().nth(1) == Some(pins.bpf_linker.as_str()));
+    if right_version && ebpf_toolchain::bpf_linker_llvm_major() == Some(pins.llvm_major) {
         return Ok(());
     }
+    let llvm = format!("llvm-{}", pins.llvm_major);
+    eprintln!("xtask: installing bpf-linker {} built against LLVM {}", pins.bpf_linker, pins.llvm_major);
     // bpf-linker links libLLVM: without LLVM's bin first on PATH it fails with
     // "unable to find library -lLLVM".
-    let path = format!("/usr/lib/{LLVM}/bin:{}", std::env::var("PATH").unwrap_or_default());
+    let llvm_bin = Path::new("/usr/lib").join(&llvm).join("bin");
+    let path = format!("{}:{}", llvm_bin.display(), std::env::var("PATH").unwrap_or_default());
     run(Command::new("cargo")
-        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--no-default-features"])
-        .args(["--features", LLVM])
+        .current_dir(workspace_root())
+        .args(["install", "bpf-linker", "--version", &pins.bpf_linker, "--locked", "--force", "--no-default-features"])
+        .args(["--features", &llvm])
         .env("PATH", path))
 }

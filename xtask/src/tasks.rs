@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::{
     bench, setup,
-    shell::{as_root, is_root, run, workspace_root},
+    shell::{as_root, is_root, output, run, workspace_root},
     vm::{self, Series},
 };
 
@@ -16,18 +16,20 @@ use crate::{
 /// as root (through sudo when we are not).
 pub fn test() -> Result<()> {
     setup::all()?;
+    ensure_pinned_rustc()?;
     let root = workspace_root();
     run(Command::new("cargo").current_dir(&root).args(["fmt", "--all", "--check"]))?;
     run(Command::new("cargo").current_dir(&root).args([
         "clippy",
         "--workspace",
         "--all-targets",
+        "--all-features",
         "--",
         "-D",
         "warnings",
     ]))?;
     let mut cargo_test = Command::new("cargo");
-    cargo_test.current_dir(&root).args(["test", "--workspace"]);
+    cargo_test.current_dir(&root).args(["test", "--workspace", "--features", KERNEL_TESTS]);
     if !is_root() {
         cargo_test.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E");
     }
@@ -35,6 +37,30 @@ pub fn test() -> Result<()> {
     kernel_tests()?;
     // A short run so the benchmark command cannot rot; its numbers mean nothing here.
     bench::bench(&bench::Options { seconds: 1.0, rounds: 1, smoke: true, bpf_stats: false })
+}
+
+/// The feature that builds the real-kernel tests (they need root).
+const KERNEL_TESTS: &str = "tcptrace/kernel-tests";
+
+/// The userspace compiler must be the one rust-toolchain.toml pins; a
+/// `cargo +other` or RUSTUP_TOOLCHAIN would otherwise test another build.
+fn ensure_pinned_rustc() -> Result<()> {
+    #[derive(serde::Deserialize)]
+    struct File {
+        toolchain: Toolchain,
+    }
+    #[derive(serde::Deserialize)]
+    struct Toolchain {
+        channel: String,
+    }
+    let root = workspace_root();
+    let text = std::fs::read_to_string(root.join("rust-toolchain.toml")).context("rust-toolchain.toml")?;
+    let pinned = toml::from_str::<File>(&text).context("rust-toolchain.toml")?.toolchain.channel;
+    let used = output(Command::new("rustc").current_dir(&root).arg("--version")).unwrap_or_default();
+    if used.split_whitespace().nth(1) != Some(pinned.as_str()) {
+        bail!("rust-toolchain.toml pins rustc {pinned}, but this build uses {}", used.trim());
+    }
+    Ok(())
 }
 
 /// Kernel and attach method pairs the real-kernel tests run under again, so
@@ -78,6 +104,7 @@ fn kernel_tests() -> Result<()> {
 fn test_binaries(names: &[&str]) -> Result<Vec<String>> {
     let mut build = Command::new("cargo");
     build.current_dir(workspace_root()).args(["test", "-p", "tcptrace", "--no-run", "--message-format=json"]);
+    build.args(["--features", KERNEL_TESTS]);
     build.args(names.iter().flat_map(|name| ["--test", name]));
     let out = build.stderr(Stdio::inherit()).output().context("cannot start cargo test --no-run")?;
     if !out.status.success() {
