@@ -15,4 +15,5 @@ pub mod output;
 pub mod probe;
 pub mod procfs;
 pub mod session;
+pub mod sockdiag;
 pub mod tracefs;

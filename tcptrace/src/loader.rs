@@ -64,7 +64,7 @@ pub fn load(config: &Config) -> Result<Tracer, LoadError> {
     phase("attach");
     // After attaching, so a listener opened meanwhile is seen by one or the other.
     seed_listeners(&mut ebpf)?;
-    phase("listeners from /proc");
+    phase("listeners (sock_diag, owners from /proc)");
     Ok(Tracer { ebpf, hooks, reset_reasons: tracefs::reset_reasons(&tracefs) })
 }
 

@@ -1,6 +1,8 @@
-//! Listening sockets that were open before tracing started, and their owners,
-//! from /proc. Without them a passive connection to a long-running server
-//! (sshd, nginx) would have no owner until the server accepts it.
+//! Listening sockets that were open before tracing started, and their owners:
+//! the sockets from sock_diag, one query per network namespace, and their
+//! owners from /proc/PID/fd, as `ss -p` finds them. Without them a passive
+//! connection to a long-running server (sshd, nginx) would have no owner
+//! until the server accepts it.
 use std::{
     collections::{HashMap, HashSet},
     fs,
@@ -10,12 +12,12 @@ use std::{
 
 use tcptrace_common::{COMM_LEN, ListenerKey, Owner};
 
-/// TCP_LISTEN as /proc/net/tcp prints it.
-const LISTEN: &str = "0A";
+use crate::sockdiag;
 
 /// Every listening TCP socket some process holds open: (namespace, port) -> owner.
 pub fn listeners(proc: &Path) -> HashMap<ListenerKey, Owner> {
     // Per namespace: listening socket inode -> port. Read once per namespace.
+    let own_netns = fs::metadata(proc.join("self/ns/net")).map(|m| m.ino()).ok();
     let mut by_netns: HashMap<u64, HashMap<u64, u16>> = HashMap::new();
     let mut found = HashMap::new();
     let Ok(entries) = fs::read_dir(proc) else { return found };
@@ -28,7 +30,13 @@ pub fn listeners(proc: &Path) -> HashMap<ListenerKey, Owner> {
         if sockets.is_empty() {
             continue;
         }
-        let listening = by_netns.entry(netns).or_insert_with(|| listening_sockets(&dir.join("net")));
+        let listening = by_netns.entry(netns).or_insert_with(|| {
+            let elsewhere = (Some(netns) != own_netns).then(|| dir.join("ns/net"));
+            sockdiag::listeners(elsewhere.as_deref()).unwrap_or_else(|error| {
+                log::debug!("listeners in network namespace {netns}: {error}");
+                HashMap::new()
+            })
+        });
         for inode in sockets {
             if let Some(&port) = listening.get(&inode) {
                 let key = ListenerKey { netns: netns as u32, port, _pad: 0 };
@@ -50,27 +58,6 @@ fn socket_inodes(fd_dir: &Path) -> HashSet<u64> {
         .collect()
 }
 
-/// Listening sockets in /proc/PID/net/tcp{,6}: inode -> local port.
-fn listening_sockets(net_dir: &Path) -> HashMap<u64, u16> {
-    let mut sockets = HashMap::new();
-    for file in ["tcp", "tcp6"] {
-        let Ok(table) = fs::read_to_string(net_dir.join(file)) else { continue };
-        sockets.extend(table.lines().skip(1).filter_map(parse_listen_line));
-    }
-    sockets
-}
-
-/// One row: `sl local_address rem_address st ... uid timeout inode ...`.
-fn parse_listen_line(line: &str) -> Option<(u64, u16)> {
-    let fields: Vec<&str> = line.split_whitespace().collect();
-    if fields.get(3) != Some(&LISTEN) {
-        return None;
-    }
-    let port = u16::from_str_radix(fields.get(1)?.rsplit(':').next()?, 16).ok()?;
-    let inode = fields.get(9)?.parse().ok()?;
-    Some((inode, port))
-}
-
 fn owner(dir: &Path, pid: u32) -> Owner {
     let uid = fs::metadata(dir).map(|m| m.uid()).unwrap_or(0);
     let mut comm = [0; COMM_LEN];
@@ -85,15 +72,6 @@ fn owner(dir: &Path, pid: u32) -> Owner {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_listen_rows_only() {
-        let listen = "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 123456 1 0000000000000000 100 0 0 10 0";
-        let established = "   1: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 123457 1 0000000000000000 100 0 0 10 0";
-        assert_eq!(parse_listen_line(listen), Some((123456, 8080)));
-        assert_eq!(parse_listen_line(established), None);
-        assert_eq!(parse_listen_line("garbage"), None);
-    }
 
     /// This test process opens a listener; the scan must find it with our pid.
     #[test]
