@@ -1,8 +1,5 @@
 //! Building events from a connection's template and sending them to userspace.
-use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid},
-};
+use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid};
 use tcptrace_common::{COMM_LEN, EVENT_SIZE, Event, Owner, counter, flags, tcp_state};
 
 use crate::maps::{EVENTS, FILTER_PIDS, FILTER_PORTS, PENDING_CONNECT, config, count};
@@ -54,26 +51,18 @@ pub fn emit(conn: &Event, kind: u8, ts_ns: u64, old_state: u8) {
     match EVENTS.reserve::<Event>(0) {
         Some(mut slot) => {
             fill(slot.as_mut_ptr(), conn, kind, ts_ns, old_state, conn.new_state);
-            slot.submit(wakeup());
+            slot.submit(ADAPTIVE_WAKEUP);
         }
         None => count(counter::LOST_EVENTS),
     }
 }
 
-/// Bytes waiting in the ring before a submit wakes the reader. Below it the
-/// reader is not woken per event (that costs more than the event) but drains
-/// on its own short timer.
-const WAKEUP_BYTES: u64 = 256 * 1024;
-
-/// Submit flags: wake the reader only once a batch is waiting.
-#[inline(always)]
-fn wakeup() -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA.into()) >= WAKEUP_BYTES {
-        BPF_RB_FORCE_WAKEUP.into()
-    } else {
-        BPF_RB_NO_WAKEUP.into()
-    }
-}
+/// Submit flags 0: the kernel wakes the reader only when this record is the
+/// first it has not consumed, i.e. once after each time the reader emptied
+/// the ring. An idle host costs no wake-ups; a busy one one per batch, since
+/// the reader, once woken, drains on a timer until the ring stays empty
+/// (session.rs).
+pub const ADAPTIVE_WAKEUP: u64 = 0;
 
 /// Copies the template straight into the ring slot: no Event-sized temporary on
 /// the BPF stack.
@@ -109,9 +98,9 @@ pub fn emit_connect_once(conn: &Event, sk: u64) {
                 tcp_state::CLOSE,
                 tcp_state::SYN_SENT,
             );
-            slot.submit(0);
+            slot.submit(ADAPTIVE_WAKEUP);
         }
-        (Some(slot), false) => slot.discard(0),
+        (Some(slot), false) => slot.discard(ADAPTIVE_WAKEUP),
         (None, true) if want => count(counter::LOST_EVENTS),
         (None, _) => {}
     }

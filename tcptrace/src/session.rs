@@ -34,9 +34,11 @@ pub struct Summary {
 
 /// How often loss counters are checked while running.
 const LOSS_CHECK: Duration = Duration::from_secs(1);
-/// The kernel wakes us only once a batch is waiting (emit.rs); below that we
-/// look on our own this often, which bounds how late a quiet event appears.
-const DRAIN_EVERY: Duration = Duration::from_millis(10);
+/// The kernel wakes us for the first record after we emptied the ring
+/// (emit.rs); from then on we drain this often, without wake-ups, until a
+/// drain finds nothing. Bounds how late an event appears on a busy host; an
+/// idle one wakes us only for the loss check.
+const BATCH_EVERY: Duration = Duration::from_millis(10);
 
 pub async fn run<W: Write>(config: &Config, out: W) -> Result<Summary, RunError> {
     let started = std::time::Instant::now();
@@ -54,8 +56,8 @@ pub async fn run<W: Write>(config: &Config, out: W) -> Result<Summary, RunError>
     let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Poll)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Poll)?;
     let mut loss_check = tokio::time::interval(LOSS_CHECK);
-    let mut drain_tick = tokio::time::interval(DRAIN_EVERY);
-    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Some(deadline) while records keep coming: drain again then.
+    let mut batching: Option<tokio::time::Instant> = None;
 
     let decoder = Decoder::from_clocks(tracer.reset_reasons.clone());
     let mut writer = output::writer(config.format, out, own_netns());
@@ -66,12 +68,16 @@ pub async fn run<W: Write>(config: &Config, out: W) -> Result<Summary, RunError>
 
     while summary.events < limit {
         tokio::select! {
-            guard = ring.readable_mut() => {
+            guard = ring.readable_mut(), if batching.is_none() => {
                 let mut guard = guard.map_err(RunError::Poll)?;
-                drain(guard.get_inner_mut(), &decoder, writer.as_mut(), &mut summary, limit)?;
                 guard.clear_ready();
+                let drained = drain(guard.get_inner_mut(), &decoder, writer.as_mut(), &mut summary, limit)?;
+                batching = (drained > 0).then(|| tokio::time::Instant::now() + BATCH_EVERY);
             }
-            _ = drain_tick.tick() => drain(ring.get_mut(), &decoder, writer.as_mut(), &mut summary, limit)?,
+            () = sleep_until_some(batching) => {
+                let drained = drain(ring.get_mut(), &decoder, writer.as_mut(), &mut summary, limit)?;
+                batching = (drained > 0).then(|| tokio::time::Instant::now() + BATCH_EVERY);
+            }
             _ = loss_check.tick() => report_losses(&counters, &mut summary, writer.as_mut())?,
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
@@ -84,17 +90,28 @@ pub async fn run<W: Write>(config: &Config, out: W) -> Result<Summary, RunError>
     Ok(summary)
 }
 
-/// Writes every record waiting in the ring (up to the --count limit), then flushes.
+/// Sleeps until `deadline`; forever when there is none.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes every record waiting in the ring (up to the --count limit), then
+/// flushes; returns how many records it took.
 fn drain(
     ring: &mut RingBuf<MapData>,
     decoder: &Decoder,
     writer: &mut dyn EventWriter,
     summary: &mut Summary,
     limit: u64,
-) -> Result<(), RunError> {
+) -> Result<u64, RunError> {
     let mut wrote = false;
+    let mut records = 0;
     while summary.events < limit {
         let Some(record) = ring.next() else { break };
+        records += 1;
         match decoder.decode(&record) {
             Ok(event) => {
                 writer.event(&event).map_err(RunError::Output)?;
@@ -110,7 +127,7 @@ fn drain(
     if wrote {
         writer.flush().map_err(RunError::Output)?;
     }
-    Ok(())
+    Ok(records)
 }
 
 /// The kernel programs' aya-log records go to `log` (RUST_LOG=debug shows them).
