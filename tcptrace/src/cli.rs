@@ -2,10 +2,12 @@
 //! lives in config.rs.
 use clap::{Parser, ValueEnum};
 
-/// Watch every TCP connection on this host, in every network namespace, step
-/// by step: connect, accept, established (with handshake time), close (who
-/// closed it, how, bytes each way) or failed (refused, timeout, unreachable),
-/// and on request every state transition, retransmission and reset. Needs root.
+/// Watch every TCP connection on this host, step by step, with eBPF.
+///
+/// Every network namespace, every step: connect, accept, established (with
+/// handshake time), close (who closed it, how, bytes each way) or failed
+/// (refused, timeout, unreachable), and on request every state transition,
+/// retransmission and reset. Needs root.
 #[derive(Debug, Parser)]
 #[command(name = "tcptrace", version, max_term_width = 100)]
 pub struct Cli {

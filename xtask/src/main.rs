@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod docs;
 mod loadgen;
 mod setup;
 mod shell;
@@ -55,6 +56,12 @@ enum Task {
         #[arg(long)]
         port: u16,
     },
+    /// Write the man page (tcptrace.1) and bash, zsh and fish completions, generated from the CLI.
+    Docs {
+        /// Where to write them.
+        #[arg(long, default_value = "target/docs")]
+        out: std::path::PathBuf,
+    },
     /// Boot a stock Debian kernel in QEMU/KVM and run a command there, on the host's files.
     Vm(vm::Options),
 }
@@ -67,6 +74,11 @@ fn main() -> ExitCode {
         Task::Bench { seconds, rounds, smoke, bpf_stats } => {
             bench::bench(&bench::Options { seconds, rounds, smoke, bpf_stats })
         }
+        Task::Docs { out } => docs::generate(&out).map(|files| {
+            for file in files {
+                eprintln!("xtask: wrote {}", file.display());
+            }
+        }),
         Task::Loadgen { seconds, clients, port } => loadgen::run(seconds, clients, port),
         // The guest command's exit status becomes ours.
         Task::Vm(options) => return vm::run_command(&options).map_or_else(failure, ExitCode::from),
