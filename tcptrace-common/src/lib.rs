@@ -91,8 +91,10 @@ pub mod counter {
     pub const LOST_EVENTS: u32 = 0;
     /// Connections not tracked because the connection map was full.
     pub const CONN_MAP_FULL: u32 = 1;
+    /// Events the user's filters kept out of the ring buffer.
+    pub const FILTERED: u32 = 2;
     /// Number of counters.
-    pub const COUNT: u32 = 2;
+    pub const COUNT: u32 = 3;
 }
 
 /// `Event::flags` bits.
@@ -239,16 +241,40 @@ pub struct LoadConfig {
     pub offsets: KernelOffsets,
     /// Bit `1 << kind` set: events of that kind are wanted.
     pub events: u32,
-    /// Non-zero: emit only connections owned by a pid in `FILTER_PIDS`.
-    pub filter_pids: u8,
-    /// Non-zero: emit only connections with a port in `FILTER_PORTS`.
-    pub filter_ports: u8,
+    /// Bits of `filter`: the filters in force. An event passes when it
+    /// matches every filter in force (AND across kinds), and a filter when
+    /// any of its values matches (OR within a kind).
+    pub filters: u32,
     /// Non-zero: tcp:tcp_send_reset has the 6.10+ layout (reason, sockaddrs).
     pub send_reset_has_reason: u8,
-    pub _pad: u8,
+    pub _pad: [u8; 3],
 }
 
-const _: () = assert!(core::mem::size_of::<LoadConfig>() == 17 * 4 + 8);
+const _: () = assert!(core::mem::size_of::<LoadConfig>() == 17 * 4 + 12);
+
+/// `LoadConfig::filters` bits, each naming the kernel map that holds its values.
+pub mod filter {
+    /// Owner's pid in `FILTER_PIDS`.
+    pub const PID: u32 = 1;
+    /// Either port in `FILTER_PORTS`.
+    pub const PORT: u32 = 1 << 1;
+    /// Local port in `FILTER_LPORTS`.
+    pub const LPORT: u32 = 1 << 2;
+    /// Remote port in `FILTER_RPORTS`.
+    pub const RPORT: u32 = 1 << 3;
+    /// Owner's uid in `FILTER_UIDS`.
+    pub const UID: u32 = 1 << 4;
+    /// Owner's command name in `FILTER_COMMS`.
+    pub const COMM: u32 = 1 << 5;
+    /// Either address inside a prefix of `FILTER_ADDRS`.
+    pub const ADDR: u32 = 1 << 6;
+    /// Network namespace inode in `FILTER_NETNS`.
+    pub const NETNS: u32 = 1 << 7;
+    /// IPv4 connections (AF_INET, or AF_INET6 with IPv4-mapped addresses).
+    pub const IPV4: u32 = 1 << 8;
+    /// IPv6 connections (not IPv4-mapped).
+    pub const IPV6: u32 = 1 << 9;
+}
 
 #[cfg(feature = "user")]
 // SAFETY: plain old data, repr(C), every bit pattern valid, padding explicit.
@@ -279,10 +305,15 @@ unsafe impl aya::Pod for Owner {}
 // SAFETY: as LoadConfig.
 unsafe impl aya::Pod for ListenerKey {}
 
-/// Key of the kernel's port filter map.
+/// Key of the kernel's port filter maps.
 pub type PortKey = u16;
-/// Key of the kernel's pid filter map.
+/// Key of the kernel's pid, uid and netns filter maps.
 pub type PidKey = u32;
+/// Key of the kernel's command name filter map: NUL padded, as `Event::comm`.
+pub type CommKey = [u8; COMM_LEN];
+/// Data of the kernel's address filter (an LPM trie keyed by prefix length):
+/// IPv6 bytes, IPv4 as `::ffff:a.b.c.d` so one trie serves both.
+pub type AddrKey = [u8; 16];
 
 #[cfg(test)]
 mod tests {

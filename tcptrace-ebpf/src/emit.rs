@@ -1,8 +1,12 @@
 //! Building events from a connection's template and sending them to userspace.
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid};
-use tcptrace_common::{COMM_LEN, EVENT_SIZE, Event, Owner, counter, flags, tcp_state};
+use aya_ebpf::maps::lpm_trie::Key;
+use tcptrace_common::{COMM_LEN, EVENT_SIZE, Event, Owner, counter, family, filter, flags, tcp_state};
 
-use crate::maps::{EVENTS, FILTER_PIDS, FILTER_PORTS, PENDING_CONNECT, config, count};
+use crate::maps::{
+    EVENTS, FILTER_ADDRS, FILTER_COMMS, FILTER_LPORTS, FILTER_NETNS, FILTER_PIDS, FILTER_PORTS, FILTER_RPORTS,
+    FILTER_UIDS, PENDING_CONNECT, config, count,
+};
 
 /// The task running now. Only meaningful in process context (a syscall).
 pub fn current_owner() -> Owner {
@@ -20,22 +24,58 @@ pub fn set_owner(conn: &mut Event, owner: &Owner) {
     conn.flags |= flags::OWNER_KNOWN;
 }
 
-/// The user's -p/-P filters, applied here so unwanted events never cross the ring.
+/// The user's filters, applied here so unwanted events never cross the ring:
+/// every filter in force must match (AND); within one, any value (OR).
 pub fn passes_filters(conn: &Event) -> bool {
-    if config!(filter_pids) != 0 {
-        // SAFETY: the value is not used, only its presence.
-        if unsafe { FILTER_PIDS.get(&conn.tgid) }.is_none() {
-            return false;
-        }
+    let filters = config!(filters);
+    if filters == 0 {
+        return true;
     }
-    if config!(filter_ports) != 0 {
-        // SAFETY: as above.
-        let hit = unsafe { FILTER_PORTS.get(&conn.sport).is_some() || FILTER_PORTS.get(&conn.dport).is_some() };
-        if !hit {
-            return false;
-        }
+    let on = |bit: u32| filters & bit != 0;
+    // SAFETY (every map lookup below): the values are not used, only their presence.
+    let pass = (!on(filter::PID) || unsafe { FILTER_PIDS.get(&conn.tgid) }.is_some())
+        && (!on(filter::UID) || unsafe { FILTER_UIDS.get(&conn.uid) }.is_some())
+        && (!on(filter::COMM) || unsafe { FILTER_COMMS.get(&conn.comm) }.is_some())
+        && (!on(filter::PORT)
+            || unsafe { FILTER_PORTS.get(&conn.sport).is_some() || FILTER_PORTS.get(&conn.dport).is_some() })
+        && (!on(filter::LPORT) || unsafe { FILTER_LPORTS.get(&conn.sport) }.is_some())
+        && (!on(filter::RPORT) || unsafe { FILTER_RPORTS.get(&conn.dport) }.is_some())
+        && (!on(filter::NETNS) || unsafe { FILTER_NETNS.get(&conn.netns) }.is_some())
+        && (!on(filter::IPV4 | filter::IPV6) || family_passes(conn, on(filter::IPV4), on(filter::IPV6)))
+        && (!on(filter::ADDR) || address_passes(conn));
+    // Owner filters on a connection whose owner is unknown (it predates
+    // tracing) cannot match: its tgid, uid and comm are zeros.
+    if !pass {
+        count(counter::FILTERED);
     }
-    true
+    pass
+}
+
+fn family_passes(conn: &Event, ipv4: bool, ipv6: bool) -> bool {
+    let is_ipv4 = conn.family == family::INET || is_v4_mapped(&conn.daddr);
+    if is_ipv4 { ipv4 } else { ipv6 }
+}
+
+fn is_v4_mapped(addr: &[u8; 16]) -> bool {
+    addr[..10] == [0; 10] && addr[10] == 0xff && addr[11] == 0xff
+}
+
+fn address_passes(conn: &Event) -> bool {
+    address_in_filter(conn.family, &conn.saddr) || address_in_filter(conn.family, &conn.daddr)
+}
+
+/// Looks `addr` up in the LPM trie, IPv4 as `::ffff:a.b.c.d`.
+fn address_in_filter(family: u8, addr: &[u8; 16]) -> bool {
+    let data = if family == family::INET {
+        let mut mapped = [0u8; 16];
+        mapped[10] = 0xff;
+        mapped[11] = 0xff;
+        mapped[12..].copy_from_slice(&addr[..4]);
+        mapped
+    } else {
+        *addr
+    };
+    FILTER_ADDRS.get(&Key::new(128, data)).is_some()
 }
 
 /// The user asked for events of this kind.

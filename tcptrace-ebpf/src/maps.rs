@@ -1,9 +1,9 @@
 //! Maps and load-time globals shared by every hook.
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
-use tcptrace_common::{Event, ListenerKey, LoadConfig, Owner, PidKey, PortKey, counter};
+use tcptrace_common::{AddrKey, CommKey, Event, ListenerKey, LoadConfig, Owner, PidKey, PortKey, counter};
 
 /// Settings and kernel struct offsets, written by userspace before load.
 #[unsafe(no_mangle)]
@@ -28,10 +28,9 @@ pub static CONFIG: LoadConfig = LoadConfig {
         dev_net: 0,
     },
     events: 0,
-    filter_pids: 0,
-    filter_ports: 0,
+    filters: 0,
     send_reset_has_reason: 0,
-    _pad: 0,
+    _pad: [0; 3],
 };
 
 /// Reads one field of `CONFIG`; volatile so the compiler cannot fold the
@@ -71,11 +70,25 @@ pub static CONNECTING: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096,
 #[map]
 pub static LISTENERS: HashMap<ListenerKey, Owner> = HashMap::with_max_entries(8192, 0);
 
+// The user's filters, read when `CONFIG.filters` says they are in force
+// (tcptrace_common::filter); userspace fills them before attaching.
 #[map]
 pub static FILTER_PIDS: HashMap<PidKey, u8> = HashMap::with_max_entries(1024, 0);
-
 #[map]
 pub static FILTER_PORTS: HashMap<PortKey, u8> = HashMap::with_max_entries(1024, 0);
+#[map]
+pub static FILTER_LPORTS: HashMap<PortKey, u8> = HashMap::with_max_entries(1024, 0);
+#[map]
+pub static FILTER_RPORTS: HashMap<PortKey, u8> = HashMap::with_max_entries(1024, 0);
+#[map]
+pub static FILTER_UIDS: HashMap<PidKey, u8> = HashMap::with_max_entries(1024, 0);
+#[map]
+pub static FILTER_COMMS: HashMap<CommKey, u8> = HashMap::with_max_entries(1024, 0);
+#[map]
+pub static FILTER_NETNS: HashMap<PidKey, u8> = HashMap::with_max_entries(1024, 0);
+/// BPF_F_NO_PREALLOC: the kernel requires it of LPM tries.
+#[map]
+pub static FILTER_ADDRS: LpmTrie<AddrKey, u8> = LpmTrie::with_max_entries(1024, 1);
 
 /// Room to build a template for a new connection, or an event for a socket
 /// nobody tracks: the BPF stack (512 B) is too small to hold one beside

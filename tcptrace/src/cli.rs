@@ -26,12 +26,49 @@ pub struct Cli {
     pub states: bool,
 
     /// Only connections owned by this process id (repeatable).
-    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    #[arg(short = 'p', long = "pid", value_name = "PID", help_heading = FILTERS)]
     pub pids: Vec<u32>,
 
+    /// Only connections owned by this user, a name or a uid (repeatable).
+    #[arg(short = 'u', long = "uid", value_name = "USER", help_heading = FILTERS)]
+    pub users: Vec<String>,
+
+    /// Only connections owned by a process of this command name, as the
+    /// kernel keeps it: its first 15 bytes (repeatable).
+    #[arg(short = 'c', long = "comm", value_name = "NAME", help_heading = FILTERS)]
+    pub comms: Vec<String>,
+
     /// Only connections with this port on either side (repeatable).
-    #[arg(short = 'P', long = "port", value_name = "PORT")]
+    #[arg(short = 'P', long = "port", value_name = "PORT", help_heading = FILTERS)]
     pub ports: Vec<u16>,
+
+    /// Only connections with this local port (repeatable).
+    #[arg(short = 'L', long = "lport", value_name = "PORT", help_heading = FILTERS)]
+    pub lports: Vec<u16>,
+
+    /// Only connections with this remote port (repeatable).
+    #[arg(short = 'D', long = "rport", value_name = "PORT", help_heading = FILTERS)]
+    pub rports: Vec<u16>,
+
+    /// Only connections with either address inside this network, IPv4 or
+    /// IPv6, e.g. 10.0.0.0/8 or 2001:db8::/32; a bare address is itself
+    /// (repeatable).
+    #[arg(long = "addr", value_name = "CIDR", value_parser = parse_network, help_heading = FILTERS)]
+    pub addrs: Vec<ipnet::IpNet>,
+
+    /// Only IPv4 connections (including IPv4 peers of dual-stack sockets).
+    #[arg(short = '4', long = "ipv4", help_heading = FILTERS)]
+    pub ipv4: bool,
+
+    /// Only IPv6 connections.
+    #[arg(short = '6', long = "ipv6", help_heading = FILTERS)]
+    pub ipv6: bool,
+
+    /// Only connections in this network namespace: an inode number (as
+    /// `ls -Li /proc/PID/ns/net` shows), a name under /run/netns (`ip netns`),
+    /// or a path to a namespace file (repeatable).
+    #[arg(long = "netns", value_name = "INODE|NAME|PATH", help_heading = FILTERS)]
+    pub netns: Vec<String>,
 
     /// Exit after printing N events.
     #[arg(short = 'n', long = "count", value_name = "N")]
@@ -42,6 +79,15 @@ pub struct Cli {
     /// method wherever a hook offers it, and fail if it cannot attach.
     #[arg(long, value_enum, default_value_t = AttachArg::Auto)]
     pub attach: AttachArg,
+}
+
+const FILTERS: &str = "Filters (in the kernel; AND across kinds, OR within one)";
+
+/// A CIDR network, or a bare address as a network of one.
+fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| "not an address or CIDR network (e.g. 10.0.0.0/8, 2001:db8::/32, 127.0.0.1)".to_owned())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

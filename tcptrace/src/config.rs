@@ -4,17 +4,14 @@ use std::num::NonZeroU64;
 use crate::{
     cli::{AttachArg, Cli, EventArg, OutputArg},
     events::EventKind,
+    filters::{Filters, MAX_FILTER_ENTRIES},
 };
-
-/// Most pids or ports a filter takes (the kernel maps' size).
-pub const MAX_FILTER_ENTRIES: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub format: OutputFormat,
     pub events: EventSet,
-    pub pids: Vec<u32>,
-    pub ports: Vec<u16>,
+    pub filters: Filters,
     pub count: Option<NonZeroU64>,
     pub attach: Attach,
 }
@@ -81,30 +78,25 @@ impl Method {
 pub enum ConfigError {
     #[error("--pid 0 matches no process: pids start at 1")]
     ZeroPid,
-    #[error("--port 0 matches no connection: ports start at 1")]
-    ZeroPort,
+    #[error("{flag} 0 matches no connection: ports start at 1")]
+    ZeroPort { flag: &'static str },
     #[error("--count 0 would print nothing: give a count of at least 1")]
     ZeroCount,
     #[error("too many {what} filters: at most {MAX_FILTER_ENTRIES}")]
     TooMany { what: &'static str },
+    #[error("--uid {0}: no such user")]
+    UnknownUser(String),
+    #[error("--comm {0:?}: a command name is 1 to 15 bytes, without NUL")]
+    BadComm(String),
+    #[error("--netns {spec}: no such network namespace ({}: {reason})", path.display())]
+    UnknownNetns { spec: String, path: std::path::PathBuf, reason: String },
 }
 
 impl TryFrom<Cli> for Config {
     type Error = ConfigError;
 
     fn try_from(cli: Cli) -> Result<Self, Self::Error> {
-        if cli.pids.contains(&0) {
-            return Err(ConfigError::ZeroPid);
-        }
-        if cli.ports.contains(&0) {
-            return Err(ConfigError::ZeroPort);
-        }
-        if cli.pids.len() > MAX_FILTER_ENTRIES {
-            return Err(ConfigError::TooMany { what: "--pid" });
-        }
-        if cli.ports.len() > MAX_FILTER_ENTRIES {
-            return Err(ConfigError::TooMany { what: "--port" });
-        }
+        let filters = Filters::from_cli(&cli)?;
         let count = match cli.count {
             Some(n) => Some(NonZeroU64::new(n).ok_or(ConfigError::ZeroCount)?),
             None => None,
@@ -136,7 +128,7 @@ impl TryFrom<Cli> for Config {
         if cli.states {
             events = events.with(EventKind::State);
         }
-        Ok(Self { format, events, pids: cli.pids, ports: cli.ports, count, attach })
+        Ok(Self { format, events, filters, count, attach })
     }
 }
 
@@ -155,8 +147,8 @@ mod tests {
     fn accepts_repeated_filters() {
         let config =
             parse(&["-p", "10", "--pid", "11", "-P", "80", "-o", "json", "--states", "-n", "5"]).expect("valid");
-        assert_eq!(config.pids, [10, 11]);
-        assert_eq!(config.ports, [80]);
+        assert_eq!(config.filters.pids, [10, 11]);
+        assert_eq!(config.filters.ports, [80]);
         assert_eq!(config.format, OutputFormat::Json);
         assert!(config.events.contains(EventKind::State) && config.events.contains(EventKind::Close));
         assert_eq!(config.count.map(NonZeroU64::get), Some(5));
@@ -177,7 +169,7 @@ mod tests {
     #[test]
     fn rejects_zeroes() {
         assert_eq!(parse(&["-p", "0"]), Err(ConfigError::ZeroPid));
-        assert_eq!(parse(&["-P", "0"]), Err(ConfigError::ZeroPort));
+        assert_eq!(parse(&["-P", "0"]), Err(ConfigError::ZeroPort { flag: "--port" }));
         assert_eq!(parse(&["-n", "0"]), Err(ConfigError::ZeroCount));
     }
 }

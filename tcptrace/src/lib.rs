@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod filters;
 pub mod lifecycle;
 pub mod loader;
 pub mod model;

@@ -3,14 +3,21 @@
 //! Which method each hook gets is attach.rs's business.
 use std::{path::Path, sync::Arc, time::Instant};
 
-use aya::{Ebpf, EbpfLoader, maps::HashMap};
-use tcptrace_common::{KernelOffsets, ListenerKey, LoadConfig, Owner};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{
+        HashMap,
+        lpm_trie::{Key, LpmTrie},
+    },
+};
+use tcptrace_common::{AddrKey, KernelOffsets, ListenerKey, LoadConfig, Owner};
 
 use crate::{
     attach::{self, HookReport},
     btf::Btf,
     config::{Attach, Config, Method},
     error::LoadError,
+    filters::{self, Filters},
     probe, procfs,
     tracefs::{self, SendResetLayout},
 };
@@ -49,15 +56,13 @@ pub fn load(config: &Config) -> Result<Tracer, LoadError> {
     let load_config = LoadConfig {
         offsets,
         events: config.events.mask(),
-        filter_pids: u8::from(!config.pids.is_empty()),
-        filter_ports: u8::from(!config.ports.is_empty()),
+        filters: config.filters.bits(),
         send_reset_has_reason: u8::from(send_reset == SendResetLayout::WithReason),
-        _pad: 0,
+        _pad: [0; 3],
     };
     let mut ebpf = loader.override_global("CONFIG", &load_config, true).load(OBJECT)?;
     drop(loader);
-    fill_filter(&mut ebpf, "FILTER_PIDS", &config.pids)?;
-    fill_filter(&mut ebpf, "FILTER_PORTS", &config.ports)?;
+    fill_filters(&mut ebpf, &config.filters)?;
     phase("object and maps");
 
     let hooks = attach::attach_all(&mut ebpf, config.attach, fentry)?;
@@ -121,6 +126,26 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, LoadError> {
         skb_dev: btf.offset_of("sk_buff", "dev")?,
         dev_net: btf.offset_of("net_device", "nd_net")?,
     })
+}
+
+/// The values of every filter in force, into the kernel's filter maps.
+fn fill_filters(ebpf: &mut Ebpf, filters: &Filters) -> Result<(), LoadError> {
+    fill_filter(ebpf, "FILTER_PIDS", &filters.pids)?;
+    fill_filter(ebpf, "FILTER_UIDS", &filters.uids)?;
+    fill_filter(ebpf, "FILTER_COMMS", &filters.comms)?;
+    fill_filter(ebpf, "FILTER_PORTS", &filters.ports)?;
+    fill_filter(ebpf, "FILTER_LPORTS", &filters.lports)?;
+    fill_filter(ebpf, "FILTER_RPORTS", &filters.rports)?;
+    fill_filter(ebpf, "FILTER_NETNS", &filters.netns)?;
+    const ADDRS: &str = "FILTER_ADDRS";
+    let map = ebpf.map_mut(ADDRS).ok_or(LoadError::MissingMap(ADDRS))?;
+    let mut trie: LpmTrie<_, AddrKey, u8> =
+        LpmTrie::try_from(map).map_err(|source| LoadError::Map { name: ADDRS, source })?;
+    for network in &filters.addrs {
+        let (prefix_len, data) = filters::addr_key(network);
+        trie.insert(&Key::new(prefix_len, data), &1, 0).map_err(|source| LoadError::Map { name: ADDRS, source })?;
+    }
+    Ok(())
 }
 
 fn fill_filter<K: aya::Pod>(ebpf: &mut Ebpf, name: &'static str, keys: &[K]) -> Result<(), LoadError> {

@@ -23,7 +23,10 @@ fn main() -> ExitCode {
     let stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
     match runtime.block_on(session::run(&config, stdout)) {
         Ok(summary) => {
-            eprintln!("tcptrace: {} events, {} lost, {} malformed", summary.events, summary.lost, summary.malformed);
+            eprintln!(
+                "tcptrace: {} events, {} lost, {} malformed, {} filtered out",
+                summary.events, summary.lost, summary.malformed, summary.filtered
+            );
             ExitCode::SUCCESS
         }
         Err(error) if error.is_broken_pipe() => ExitCode::SUCCESS,

@@ -30,6 +30,8 @@ pub struct Summary {
     pub untracked: u64,
     /// Records that failed to decode.
     pub malformed: u64,
+    /// Events the user's filters kept out, in the kernel.
+    pub filtered: u64,
 }
 
 /// How often loss counters are checked while running.
@@ -176,6 +178,7 @@ fn report_losses(
     }
     summary.lost = lost;
     summary.untracked = untracked;
+    summary.filtered = total(counter::FILTERED)?;
     Ok(())
 }
 

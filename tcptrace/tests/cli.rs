@@ -46,11 +46,28 @@ fn meaningless_values_get_one_line_errors() {
         (&["-p", "0"][..], "tcptrace: --pid 0 matches no process: pids start at 1\n"),
         (&["-P", "0"][..], "tcptrace: --port 0 matches no connection: ports start at 1\n"),
         (&["-n", "0"][..], "tcptrace: --count 0 would print nothing: give a count of at least 1\n"),
+        (&["-L", "0"][..], "tcptrace: --lport 0 matches no connection: ports start at 1\n"),
+        (&["-u", "no-such-user-x"][..], "tcptrace: --uid no-such-user-x: no such user\n"),
+        (
+            &["--netns", "no-such-ns-x"][..],
+            "tcptrace: --netns no-such-ns-x: no such network namespace (/run/netns/no-such-ns-x: No such file or directory (os error 2))\n",
+        ),
     ] {
         let out = tcptrace(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert_eq!(stderr(&out), message);
     }
+}
+
+#[test]
+fn a_bad_network_is_a_usage_error() {
+    let out = tcptrace(&["--addr", "10.0.0.0/33"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("invalid value '10.0.0.0/33' for '--addr <CIDR>': not an address or CIDR"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// Run as `nobody`, tcptrace says in one line what it needs and fails.

@@ -31,6 +31,17 @@ fn peer_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/peer.py")
 }
 
+/// peer.py copied where any user can read it, once per test process.
+fn shared_peer_script() -> PathBuf {
+    static COPY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    COPY.get_or_init(|| {
+        let copy = std::env::temp_dir().join(format!("tcptrace-peer-{}.py", std::process::id()));
+        std::fs::copy(peer_script(), &copy).expect("copy peer.py");
+        copy
+    })
+    .clone()
+}
+
 fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -55,8 +66,25 @@ impl Netns {
     /// Starts a peer.py mode inside the namespace. `ip netns exec` execs, so
     /// the child's pid is the Python process's pid.
     pub fn peer(&self, args: &[&str]) -> Peer {
+        self.peer_via(&[], None, args)
+    }
+
+    /// A peer started through `wrapper` (e.g. setpriv, to run as another
+    /// user), naming its own process `comm` (PR_SET_NAME) when given.
+    pub fn peer_via(&self, wrapper: &[&str], comm: Option<&str>, args: &[&str]) -> Peer {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name, "python3"]).arg(peer_script()).args(args);
+        cmd.args(["netns", "exec", &self.name]).args(wrapper);
+        if wrapper.is_empty() {
+            cmd.arg("python3").arg(peer_script());
+        } else {
+            // Another user may not reach the build tree or a python3 under
+            // root's home: the system's python3 and a world-readable copy.
+            cmd.arg("/usr/bin/python3").arg(shared_peer_script());
+        }
+        cmd.args(args);
+        if let Some(comm) = comm {
+            cmd.env("PEER_COMM", comm);
+        }
         Peer::spawn(cmd)
     }
 

@@ -16,8 +16,12 @@ test knows what happened without guessing.
                                    127.0.0.1:DPORT through a raw socket (the
                                    seed's scapy SYN, without scapy): no socket
                                    owns SPORT, so nobody completes the handshake
+
+Set PEER_COMM to give the process that command name (PR_SET_NAME) first.
 """
+import ctypes
 import errno
+import os
 import socket
 import struct
 import sys
@@ -106,6 +110,9 @@ def rawsyn(sport, dport):
 
 
 if __name__ == "__main__":
+    if os.environ.get("PEER_COMM"):
+        # Names this process (comm) as the environment asks, for --comm tests.
+        ctypes.CDLL(None).prctl(15, os.environ["PEER_COMM"].encode(), 0, 0, 0)
     mode = sys.argv[1]
     if mode == "rawsyn":
         rawsyn(int(sys.argv[2]), int(sys.argv[3]))
