@@ -93,8 +93,10 @@ pub mod counter {
     pub const CONN_MAP_FULL: u32 = 1;
     /// Events the user's filters kept out of the ring buffer.
     pub const FILTERED: u32 = 2;
+    /// Kernel map updates that failed (a full map, no memory).
+    pub const MAP_UPDATE_FAILED: u32 = 3;
     /// Number of counters.
-    pub const COUNT: u32 = 3;
+    pub const COUNT: u32 = 4;
 }
 
 /// `Event::flags` bits.
@@ -133,6 +135,9 @@ pub struct Event {
     /// Close: sequence space received in order (tcp_sock.bytes_received:
     /// data, plus one for the peer's FIN).
     pub bytes_received: u64,
+    /// Owning process's cgroup (v2) id: the inode number of its directory
+    /// under /sys/fs/cgroup; 0 if unknown.
+    pub cgroup_id: u64,
     /// Local address: 4 bytes for IPv4, then zeros; 16 bytes for IPv6.
     pub saddr: [u8; 16],
     /// Remote address, laid out as `saddr`.
@@ -189,7 +194,7 @@ pub struct Event {
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
 
 // A change of layout must be deliberate: these fail the build otherwise.
-const _: () = assert!(EVENT_SIZE == 144);
+const _: () = assert!(EVENT_SIZE == 152);
 const _: () = assert!(core::mem::align_of::<Event>() == 8);
 
 /// Byte offsets of the kernel struct members the programs read, taken from the
@@ -270,6 +275,9 @@ pub mod filter {
     pub const ADDR: u32 = 1 << 6;
     /// Network namespace inode in `FILTER_NETNS`.
     pub const NETNS: u32 = 1 << 7;
+    /// Owner's cgroup id in `FILTER_CGROUPS` (the given cgroups and their
+    /// descendants; the kernel adds cgroups created later under them).
+    pub const CGROUP: u32 = 1 << 10;
     /// IPv4 connections (AF_INET, or AF_INET6 with IPv4-mapped addresses).
     pub const IPV4: u32 = 1 << 8;
     /// IPv6 connections (not IPv4-mapped).
@@ -284,6 +292,8 @@ unsafe impl aya::Pod for LoadConfig {}
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Owner {
+    /// cgroup v2 id (see `Event::cgroup_id`).
+    pub cgroup_id: u64,
     pub tgid: u32,
     pub uid: u32,
     pub comm: [u8; COMM_LEN],
@@ -309,6 +319,8 @@ unsafe impl aya::Pod for ListenerKey {}
 pub type PortKey = u16;
 /// Key of the kernel's pid, uid and netns filter maps.
 pub type PidKey = u32;
+/// Key of the kernel's cgroup filter map.
+pub type CgroupKey = u64;
 /// Key of the kernel's command name filter map: NUL padded, as `Event::comm`.
 pub type CommKey = [u8; COMM_LEN];
 /// Data of the kernel's address filter (an LPM trie keyed by prefix length):
@@ -323,21 +335,22 @@ mod tests {
     #[test]
     fn event_has_no_implicit_padding() {
         // Sum of field sizes equals the struct size: no hidden holes for garbage.
-        let fields = 8 * 5 + 16 * 2 + 4 * 10 + 2 * 2 + COMM_LEN + 9 + 3;
+        let fields = 8 * 6 + 16 * 2 + 4 * 10 + 2 * 2 + COMM_LEN + 9 + 3;
         assert_eq!(fields, EVENT_SIZE);
-        assert_eq!(offset_of!(Event, saddr), 40);
-        assert_eq!(offset_of!(Event, tgid), 72);
-        assert_eq!(offset_of!(Event, sport), 112);
-        assert_eq!(offset_of!(Event, comm), 116);
-        assert_eq!(offset_of!(Event, family), 132);
-        assert_eq!(offset_of!(Event, _pad), 141);
+        assert_eq!(offset_of!(Event, saddr), 48);
+        assert_eq!(offset_of!(Event, tgid), 80);
+        assert_eq!(offset_of!(Event, sport), 120);
+        assert_eq!(offset_of!(Event, comm), 124);
+        assert_eq!(offset_of!(Event, family), 140);
+        assert_eq!(offset_of!(Event, _pad), 149);
     }
 
     #[test]
     fn load_config_has_no_implicit_padding() {
         assert_eq!(core::mem::size_of::<KernelOffsets>(), 17 * 4);
         assert_eq!(offset_of!(LoadConfig, events), 17 * 4);
-        assert_eq!(offset_of!(LoadConfig, _pad), 17 * 4 + 7);
+        assert_eq!(offset_of!(LoadConfig, filters), 17 * 4 + 4);
+        assert_eq!(offset_of!(LoadConfig, _pad), 17 * 4 + 9);
     }
 }
 

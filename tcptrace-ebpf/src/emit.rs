@@ -1,23 +1,59 @@
 //! Building events from a connection's template and sending them to userspace.
-use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid};
+use aya_ebpf::helpers::{
+    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+    generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id},
+};
 use aya_ebpf::maps::lpm_trie::Key;
 use tcptrace_common::{COMM_LEN, EVENT_SIZE, Event, Owner, counter, family, filter, flags, tcp_state};
 
 use crate::maps::{
-    EVENTS, FILTER_ADDRS, FILTER_COMMS, FILTER_LPORTS, FILTER_NETNS, FILTER_PIDS, FILTER_PORTS, FILTER_RPORTS,
-    FILTER_UIDS, PENDING_CONNECT, config, count,
+    EVENTS, FILTER_ADDRS, FILTER_CGROUPS, FILTER_COMMS, FILTER_LPORTS, FILTER_NETNS, FILTER_PIDS, FILTER_PORTS,
+    FILTER_RPORTS, FILTER_UIDS, PENDING_CONNECT, config, count, counted,
 };
 
 /// The task running now. Only meaningful in process context (a syscall).
 pub fn current_owner() -> Owner {
+    // SAFETY: no arguments; returns 0 without cgroup v2.
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    if config!(filters) & filter::CGROUP != 0 {
+        admit_new_cgroup(cgroup_id);
+    }
     Owner {
+        cgroup_id,
         tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
         uid: bpf_get_current_uid_gid() as u32,
         comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
     }
 }
 
+/// Deepest cgroup level looked at for --cgroup: systemd and Kubernetes
+/// hierarchies stay well below it.
+const MAX_CGROUP_DEPTH: i32 = 16;
+
+/// --cgroup names cgroups with their descendants as they were at start; a
+/// cgroup created since (a new container) joins the filter here, the first
+/// time one of its processes owns a socket, if an ancestor is in it.
+fn admit_new_cgroup(cgroup_id: u64) {
+    // SAFETY: presence only.
+    if cgroup_id == 0 || unsafe { FILTER_CGROUPS.get(&cgroup_id) }.is_some() {
+        return;
+    }
+    for level in 0..MAX_CGROUP_DEPTH {
+        // SAFETY: no pointers; 0 past the current task's own level.
+        let ancestor = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
+        if ancestor == 0 || ancestor == cgroup_id {
+            return;
+        }
+        // SAFETY: presence only.
+        if unsafe { FILTER_CGROUPS.get(&ancestor) }.is_some() {
+            counted(FILTER_CGROUPS.insert(&cgroup_id, &1, 0));
+            return;
+        }
+    }
+}
+
 pub fn set_owner(conn: &mut Event, owner: &Owner) {
+    conn.cgroup_id = owner.cgroup_id;
     conn.tgid = owner.tgid;
     conn.uid = owner.uid;
     conn.comm = owner.comm;
@@ -41,6 +77,7 @@ pub fn passes_filters(conn: &Event) -> bool {
         && (!on(filter::LPORT) || unsafe { FILTER_LPORTS.get(&conn.sport) }.is_some())
         && (!on(filter::RPORT) || unsafe { FILTER_RPORTS.get(&conn.dport) }.is_some())
         && (!on(filter::NETNS) || unsafe { FILTER_NETNS.get(&conn.netns) }.is_some())
+        && (!on(filter::CGROUP) || unsafe { FILTER_CGROUPS.get(&conn.cgroup_id) }.is_some())
         && (!on(filter::IPV4 | filter::IPV6) || family_passes(conn, on(filter::IPV4), on(filter::IPV6)))
         && (!on(filter::ADDR) || address_passes(conn));
     // Owner filters on a connection whose owner is unknown (it predates

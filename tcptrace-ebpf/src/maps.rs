@@ -3,7 +3,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
-use tcptrace_common::{AddrKey, CommKey, Event, ListenerKey, LoadConfig, Owner, PidKey, PortKey, counter};
+use tcptrace_common::{AddrKey, CgroupKey, CommKey, Event, ListenerKey, LoadConfig, Owner, PidKey, PortKey, counter};
 
 /// Settings and kernel struct offsets, written by userspace before load.
 #[unsafe(no_mangle)]
@@ -86,6 +86,9 @@ pub static FILTER_UIDS: HashMap<PidKey, u8> = HashMap::with_max_entries(1024, 0)
 pub static FILTER_COMMS: HashMap<CommKey, u8> = HashMap::with_max_entries(1024, 0);
 #[map]
 pub static FILTER_NETNS: HashMap<PidKey, u8> = HashMap::with_max_entries(1024, 0);
+/// The given cgroups and their descendants; the kernel adds new ones (emit.rs).
+#[map]
+pub static FILTER_CGROUPS: HashMap<CgroupKey, u8> = HashMap::with_max_entries(65536, 0);
 /// BPF_F_NO_PREALLOC: the kernel requires it of LPM tries.
 #[map]
 pub static FILTER_ADDRS: LpmTrie<AddrKey, u8> = LpmTrie::with_max_entries(1024, 1);
@@ -104,6 +107,13 @@ pub fn count(index: u32) {
     if let Some(slot) = COUNTERS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
         unsafe { *slot += 1 };
+    }
+}
+
+/// A map update whose failure loses nothing but must not go unnoticed.
+pub fn counted<E>(update: Result<(), E>) {
+    if update.is_err() {
+        count(counter::MAP_UPDATE_FAILED);
     }
 }
 

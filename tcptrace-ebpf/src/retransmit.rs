@@ -65,6 +65,7 @@ fn owner_from_listener(listener: u64, event: &mut Event) {
         if let Some(template) = CONNS.get(&listener)
             && template.flags & flags::OWNER_KNOWN != 0
         {
+            event.cgroup_id = template.cgroup_id;
             event.tgid = template.tgid;
             event.uid = template.uid;
             event.comm = template.comm;

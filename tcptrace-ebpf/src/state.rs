@@ -13,7 +13,7 @@ use tcptrace_common::{
 use crate::{
     emit::{current_owner, emit, emit_connect_once, set_owner, zero_event},
     kernel::{fill_close_stats, netns_of, synack_rtt_us},
-    maps::{CONNECTING, CONNS, LISTENERS, PENDING_CONNECT, count, scratch},
+    maps::{CONNECTING, CONNS, LISTENERS, PENDING_CONNECT, count, counted, scratch},
     record::{at, fill_tuple},
 };
 
@@ -151,15 +151,15 @@ fn first_sight(ctx: &TracePointContext, conn: &mut Event, sk: u64, old: u8, new:
             set_owner(conn, &current_owner());
             conn.direction = direction::OUTBOUND;
             conn.flags |= flags::START_KNOWN;
-            let _ = PENDING_CONNECT.insert(&sk, &0, 0);
-            let _ = CONNECTING.insert(&bpf_get_current_pid_tgid(), &sk, 0);
+            counted(PENDING_CONNECT.insert(&sk, &0, 0));
+            counted(CONNECTING.insert(&bpf_get_current_pid_tgid(), &sk, 0));
         }
         // listen(): we are in the listening task's syscall.
         tcp::LISTEN => {
             let owner = current_owner();
             set_owner(conn, &owner);
             conn.internal |= internal::LISTENER;
-            let _ = LISTENERS.insert(&listener_key(conn), &owner, 0);
+            counted(LISTENERS.insert(&listener_key(conn), &owner, 0));
         }
         // A child of a listener, cloned in softirq when the handshake's last ACK arrives.
         tcp::SYN_RECV => {

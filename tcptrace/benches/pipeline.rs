@@ -78,7 +78,7 @@ fn decode(bencher: divan::Bencher, event_kind: u8) {
 fn write(bencher: divan::Bencher, format: OutputFormat, event_kind: u8) {
     let decoder = Decoder::new(Duration::from_secs(1_700_000_000), Vec::new());
     let Ok(event) = decoder.decode(&record(event_kind)) else { return };
-    let mut writer: Box<dyn EventWriter> = output::writer(format, Discard, 0);
+    let mut writer: Box<dyn EventWriter> = output::writer(format, Discard, 0, false);
     bencher.bench_local(|| writer.event(black_box(&event)));
 }
 

@@ -64,11 +64,22 @@ pub struct Cli {
     #[arg(short = '6', long = "ipv6", help_heading = FILTERS)]
     pub ipv6: bool,
 
+    /// Only connections owned by a process in this cgroup (v2) or below it: a
+    /// path relative to the cgroup2 mount, as /proc/PID/cgroup shows it
+    /// (/system.slice/docker-ID.scope), or absolute (repeatable).
+    #[arg(long = "cgroup", value_name = "PATH", help_heading = FILTERS)]
+    pub cgroups: Vec<String>,
+
     /// Only connections in this network namespace: an inode number (as
     /// `ls -Li /proc/PID/ns/net` shows), a name under /run/netns (`ip netns`),
     /// or a path to a namespace file (repeatable).
     #[arg(long = "netns", value_name = "INODE|NAME|PATH", help_heading = FILTERS)]
     pub netns: Vec<String>,
+
+    /// Show everything in the columns: the owner's user, container or
+    /// cgroup, executable, and a short connection id.
+    #[arg(short = 'w', long)]
+    pub wide: bool,
 
     /// Exit after printing N events.
     #[arg(short = 'n', long = "count", value_name = "N")]

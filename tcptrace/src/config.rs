@@ -12,6 +12,8 @@ pub struct Config {
     pub format: OutputFormat,
     pub events: EventSet,
     pub filters: Filters,
+    /// Human output shows identity and connection ids.
+    pub wide: bool,
     pub count: Option<NonZeroU64>,
     pub attach: Attach,
 }
@@ -88,6 +90,10 @@ pub enum ConfigError {
     UnknownUser(String),
     #[error("--comm {0:?}: a command name is 1 to 15 bytes, without NUL")]
     BadComm(String),
+    #[error("--cgroup: this host has no cgroup v2 hierarchy mounted")]
+    NoCgroup2,
+    #[error("--cgroup {path}: no such cgroup ({reason})")]
+    UnknownCgroup { path: String, reason: String },
     #[error("--netns {spec}: no such network namespace ({}: {reason})", path.display())]
     UnknownNetns { spec: String, path: std::path::PathBuf, reason: String },
 }
@@ -128,7 +134,7 @@ impl TryFrom<Cli> for Config {
         if cli.states {
             events = events.with(EventKind::State);
         }
-        Ok(Self { format, events, filters, count, attach })
+        Ok(Self { format, events, filters, wide: cli.wide, count, attach })
     }
 }
 

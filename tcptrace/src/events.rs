@@ -11,6 +11,7 @@ use tcptrace_common::{EVENT_SIZE, Event, direction, family, flags, reset};
 pub use crate::model::{Comm, Direction, EventKind, Owner, TcpState};
 use crate::{
     error::DecodeError,
+    identity::Identity,
     lifecycle::{CloseFacts, CloseKind, Errno, FailReason, Side},
 };
 
@@ -60,6 +61,8 @@ pub struct ConnEvent {
     /// Since the connection's first transition, when tracing saw it.
     pub age: Option<Duration>,
     pub detail: Detail,
+    /// The owner as the host knows it; filled by the session (identity.rs).
+    pub identity: Identity,
 }
 
 impl ConnEvent {
@@ -103,6 +106,7 @@ impl Decoder {
             other => return Err(DecodeError::Family(other)),
         };
         let owner = (raw.flags & flags::OWNER_KNOWN != 0).then_some(Owner {
+            cgroup_id: raw.cgroup_id,
             pid: raw.tgid,
             uid: raw.uid,
             comm: Comm(raw.comm),
@@ -126,6 +130,7 @@ impl Decoder {
             direction,
             age,
             detail: self.detail(kind, &raw, direction),
+            identity: Identity::default(),
         })
     }
 
@@ -208,6 +213,7 @@ pub(crate) mod tests {
             sock_addr: 0xffff_8880_1234_5678,
             bytes_acked: 102,
             bytes_received: 1001,
+            cgroup_id: 7,
             saddr,
             daddr: saddr,
             tgid: 4242,

@@ -5,10 +5,12 @@ use std::{os::unix::fs::MetadataExt, path::Path};
 use ipnet::IpNet;
 use tcptrace_common::{COMM_LEN, CommKey, filter};
 
-use crate::{cli::Cli, config::ConfigError};
+use crate::{cgroups, cli::Cli, config::ConfigError};
 
 /// Most values one filter takes (the kernel maps' size).
 pub const MAX_FILTER_ENTRIES: usize = 1024;
+/// Most cgroups --cgroup covers, descendants included (FILTER_CGROUPS' size).
+pub const MAX_CGROUP_ENTRIES: usize = 65536;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filters {
@@ -20,6 +22,8 @@ pub struct Filters {
     pub rports: Vec<u16>,
     pub addrs: Vec<IpNet>,
     pub netns: Vec<u32>,
+    /// The given cgroups' ids and their descendants'.
+    pub cgroups: Vec<u64>,
     pub ipv4: bool,
     pub ipv6: bool,
 }
@@ -43,6 +47,7 @@ impl Filters {
             rports: cli.rports.clone(),
             addrs: cli.addrs.iter().map(IpNet::trunc).collect(),
             netns: cli.netns.iter().map(|spec| netns_inode(spec)).collect::<Result<_, _>>()?,
+            cgroups: cgroup_ids(&cli.cgroups)?,
             ipv4: cli.ipv4,
             ipv6: cli.ipv6,
         };
@@ -74,6 +79,7 @@ impl Filters {
             (!self.rports.is_empty(), filter::RPORT),
             (!self.addrs.is_empty(), filter::ADDR),
             (!self.netns.is_empty(), filter::NETNS),
+            (!self.cgroups.is_empty(), filter::CGROUP),
             (self.ipv4, filter::IPV4),
             (self.ipv6, filter::IPV6),
         ]
@@ -107,6 +113,23 @@ fn comm_key(name: &str) -> Result<CommKey, ConfigError> {
     let len = name.len().min(COMM_LEN - 1);
     key[..len].copy_from_slice(&name.as_bytes()[..len]);
     Ok(key)
+}
+
+fn cgroup_ids(paths: &[String]) -> Result<Vec<u64>, ConfigError> {
+    if paths.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mount = cgroups::mount_point().ok_or(ConfigError::NoCgroup2)?;
+    let mut ids = Vec::new();
+    for path in paths {
+        let subtree = cgroups::subtree_ids(&mount, path)
+            .map_err(|error| ConfigError::UnknownCgroup { path: path.clone(), reason: error.to_string() })?;
+        ids.extend(subtree);
+    }
+    if ids.len() > MAX_CGROUP_ENTRIES {
+        return Err(ConfigError::TooMany { what: "--cgroup (with descendants)" });
+    }
+    Ok(ids)
 }
 
 /// An inode number, a path to a namespace file, or a name under /run/netns.

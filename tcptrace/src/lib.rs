@@ -4,11 +4,13 @@
 //! [`output`] writer; [`loader`] sets up the kernel side, [`session`] runs it.
 pub mod attach;
 pub mod btf;
+pub mod cgroups;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod events;
 pub mod filters;
+pub mod identity;
 pub mod lifecycle;
 pub mod loader;
 pub mod model;

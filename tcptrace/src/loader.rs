@@ -137,6 +137,7 @@ fn fill_filters(ebpf: &mut Ebpf, filters: &Filters) -> Result<(), LoadError> {
     fill_filter(ebpf, "FILTER_LPORTS", &filters.lports)?;
     fill_filter(ebpf, "FILTER_RPORTS", &filters.rports)?;
     fill_filter(ebpf, "FILTER_NETNS", &filters.netns)?;
+    fill_filter(ebpf, "FILTER_CGROUPS", &filters.cgroups)?;
     const ADDRS: &str = "FILTER_ADDRS";
     let map = ebpf.map_mut(ADDRS).ok_or(LoadError::MissingMap(ADDRS))?;
     let mut trie: LpmTrie<_, AddrKey, u8> =

@@ -128,6 +128,8 @@ impl fmt::Debug for Comm {
 /// The process that owns a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Owner {
+    /// cgroup v2 id (0: unknown); the session resolves it into `Identity`.
+    pub cgroup_id: u64,
     pub pid: u32,
     pub uid: u32,
     pub comm: Comm,

@@ -12,12 +12,13 @@ use std::{
 
 use tcptrace_common::{COMM_LEN, ListenerKey, Owner};
 
-use crate::sockdiag;
+use crate::{cgroups, sockdiag};
 
 /// Every listening TCP socket some process holds open: (namespace, port) -> owner.
 pub fn listeners(proc: &Path) -> HashMap<ListenerKey, Owner> {
     // Per namespace: listening socket inode -> port. Read once per namespace.
     let own_netns = fs::metadata(proc.join("self/ns/net")).map(|m| m.ino()).ok();
+    let cgroup_mount = cgroups::mount_point();
     let mut by_netns: HashMap<u64, HashMap<u64, u16>> = HashMap::new();
     let mut found = HashMap::new();
     let Ok(entries) = fs::read_dir(proc) else { return found };
@@ -40,7 +41,7 @@ pub fn listeners(proc: &Path) -> HashMap<ListenerKey, Owner> {
         for inode in sockets {
             if let Some(&port) = listening.get(&inode) {
                 let key = ListenerKey { netns: netns as u32, port, _pad: 0 };
-                found.entry(key).or_insert_with(|| owner(&dir, pid));
+                found.entry(key).or_insert_with(|| owner(&dir, pid, cgroup_mount.as_deref()));
             }
         }
     }
@@ -58,7 +59,7 @@ fn socket_inodes(fd_dir: &Path) -> HashSet<u64> {
         .collect()
 }
 
-fn owner(dir: &Path, pid: u32) -> Owner {
+fn owner(dir: &Path, pid: u32, cgroup_mount: Option<&Path>) -> Owner {
     let uid = fs::metadata(dir).map(|m| m.uid()).unwrap_or(0);
     let mut comm = [0; COMM_LEN];
     if let Ok(name) = fs::read_to_string(dir.join("comm")) {
@@ -66,7 +67,8 @@ fn owner(dir: &Path, pid: u32) -> Owner {
         let len = name.len().min(COMM_LEN - 1);
         comm[..len].copy_from_slice(&name[..len]);
     }
-    Owner { tgid: pid, uid, comm }
+    let cgroup_id = cgroup_mount.map_or(0, |mount| cgroups::of_process(mount, dir));
+    Owner { cgroup_id, tgid: pid, uid, comm }
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use crate::{
     config::Config,
     error::{LoadError, RunError},
     events::Decoder,
+    identity::Resolver,
     loader::{self, Tracer},
     output::{self, EventWriter},
 };
@@ -32,6 +33,8 @@ pub struct Summary {
     pub malformed: u64,
     /// Events the user's filters kept out, in the kernel.
     pub filtered: u64,
+    /// Kernel map updates that failed (a full map): owners or filters lost.
+    pub map_update_failures: u64,
 }
 
 /// How often loss counters are checked while running.
@@ -62,7 +65,8 @@ pub async fn run<W: Write>(config: &Config, out: W) -> Result<Summary, RunError>
     let mut batching: Option<tokio::time::Instant> = None;
 
     let decoder = Decoder::from_clocks(tracer.reset_reasons.clone());
-    let mut writer = output::writer(config.format, out, own_netns());
+    let mut resolver = Resolver::new();
+    let mut writer = output::writer(config.format, out, own_netns(), config.wide);
     let mut summary = Summary::default();
     let limit = config.count.map_or(u64::MAX, |n| n.get());
     writer.header().and_then(|()| writer.flush()).map_err(RunError::Output)?;
@@ -73,11 +77,11 @@ pub async fn run<W: Write>(config: &Config, out: W) -> Result<Summary, RunError>
             guard = ring.readable_mut(), if batching.is_none() => {
                 let mut guard = guard.map_err(RunError::Poll)?;
                 guard.clear_ready();
-                let drained = drain(guard.get_inner_mut(), &decoder, writer.as_mut(), &mut summary, limit)?;
+                let drained = drain(guard.get_inner_mut(), &decoder, &mut resolver, writer.as_mut(), &mut summary, limit)?;
                 batching = (drained > 0).then(|| tokio::time::Instant::now() + BATCH_EVERY);
             }
             () = sleep_until_some(batching) => {
-                let drained = drain(ring.get_mut(), &decoder, writer.as_mut(), &mut summary, limit)?;
+                let drained = drain(ring.get_mut(), &decoder, &mut resolver, writer.as_mut(), &mut summary, limit)?;
                 batching = (drained > 0).then(|| tokio::time::Instant::now() + BATCH_EVERY);
             }
             _ = loss_check.tick() => report_losses(&counters, &mut summary, writer.as_mut())?,
@@ -86,7 +90,7 @@ pub async fn run<W: Write>(config: &Config, out: W) -> Result<Summary, RunError>
         }
     }
     // What the kernel queued before we stopped still goes out.
-    drain(ring.get_mut(), &decoder, writer.as_mut(), &mut summary, limit)?;
+    drain(ring.get_mut(), &decoder, &mut resolver, writer.as_mut(), &mut summary, limit)?;
     report_losses(&counters, &mut summary, writer.as_mut())?;
     drop(tracer);
     Ok(summary)
@@ -105,6 +109,7 @@ async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
 fn drain(
     ring: &mut RingBuf<MapData>,
     decoder: &Decoder,
+    resolver: &mut Resolver,
     writer: &mut dyn EventWriter,
     summary: &mut Summary,
     limit: u64,
@@ -115,7 +120,10 @@ fn drain(
         let Some(record) = ring.next() else { break };
         records += 1;
         match decoder.decode(&record) {
-            Ok(event) => {
+            Ok(mut event) => {
+                if let Some(owner) = &event.owner {
+                    event.identity = resolver.identify(owner);
+                }
                 writer.event(&event).map_err(RunError::Output)?;
                 summary.events += 1;
                 wrote = true;
@@ -179,6 +187,14 @@ fn report_losses(
     summary.lost = lost;
     summary.untracked = untracked;
     summary.filtered = total(counter::FILTERED)?;
+    let failures = total(counter::MAP_UPDATE_FAILED)?;
+    if failures > summary.map_update_failures {
+        eprintln!(
+            "tcptrace: {} kernel map updates failed (map full), {failures} in all: some owners may be unknown",
+            failures - summary.map_update_failures
+        );
+    }
+    summary.map_update_failures = failures;
     Ok(())
 }
 

@@ -10,12 +10,34 @@ use crate::events::{ConnEvent, Detail};
 pub struct HumanWriter<W: Write> {
     out: W,
     own_netns: u32,
+    wide: bool,
 }
 
 impl<W: Write> HumanWriter<W> {
-    pub fn new(out: W, own_netns: u32) -> Self {
-        Self { out, own_netns }
+    pub fn new(out: W, own_netns: u32, wide: bool) -> Self {
+        Self { out, own_netns, wide }
     }
+}
+
+/// Enough of a container id to tell containers apart, as `docker ps` shows it.
+const SHORT_CONTAINER_ID: usize = 12;
+
+/// Wide mode's tail: the owner as the host knows it, and the connection id.
+fn write_wide(out: &mut impl Write, event: &ConnEvent) -> io::Result<()> {
+    let identity = &event.identity;
+    if let Some(user) = &identity.user {
+        write!(out, " user:{user}")?;
+    }
+    match (&identity.container_id, &identity.cgroup) {
+        (Some(id), _) => write!(out, " container:{}", &id[..id.len().min(SHORT_CONTAINER_ID)])?,
+        (None, Some(cgroup)) if &**cgroup != "/" => write!(out, " cgroup:{cgroup}")?,
+        _ => {}
+    }
+    if let Some(exe) = &identity.exe {
+        write!(out, " exe:{exe}")?;
+    }
+    // The low 32 bits: enough to tie one connection's interleaved lines together.
+    write!(out, " id:{:08x}", event.conn_id as u32)
 }
 
 /// `HH:MM:SS.micros` in UTC.
@@ -62,7 +84,7 @@ impl<W: Write> EventWriter for HumanWriter<W> {
             None => write!(out, "{:>7} {:<15} ", "-", "-")?,
         }
         let foreign_netns = event.netns.filter(|&netns| netns != self.own_netns);
-        if matches!(event.detail, Detail::None) && foreign_netns.is_none() {
+        if matches!(event.detail, Detail::None) && foreign_netns.is_none() && !self.wide {
             write!(out, "{:<23} {}", event.local, event.remote)?;
         } else {
             write!(out, "{:<23} {:<23}", event.local, event.remote)?;
@@ -70,6 +92,9 @@ impl<W: Write> EventWriter for HumanWriter<W> {
         write_detail(out, event)?;
         if let Some(netns) = foreign_netns {
             write!(out, " netns:{netns}")?;
+        }
+        if self.wide {
+            write_wide(out, event)?;
         }
         writeln!(out)
     }
@@ -142,10 +167,9 @@ mod tests {
     use super::*;
     use crate::output::samples::story;
 
-    #[test]
-    fn story_snapshot() {
+    fn render(wide: bool) -> String {
         let mut buf = Vec::new();
-        let mut writer = HumanWriter::new(&mut buf, 4026531840);
+        let mut writer = HumanWriter::new(&mut buf, 4026531840, wide);
         writer.header().expect("header");
         let mut events = story();
         let last = events.len() - 1;
@@ -153,7 +177,17 @@ mod tests {
         for event in &events {
             writer.event(event).expect("event");
         }
-        insta::assert_snapshot!(String::from_utf8(buf).expect("utf8"));
+        String::from_utf8(buf).expect("utf8")
+    }
+
+    #[test]
+    fn story_snapshot() {
+        insta::assert_snapshot!(render(false));
+    }
+
+    #[test]
+    fn wide_story_snapshot() {
+        insta::assert_snapshot!(render(true));
     }
 
     #[test]

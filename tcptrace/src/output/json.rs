@@ -89,6 +89,10 @@ struct Record<'a> {
     pid: Option<u32>,
     uid: Option<u32>,
     comm: Option<std::borrow::Cow<'a, str>>,
+    user: Option<&'a str>,
+    cgroup: Option<&'a str>,
+    container_id: Option<&'a str>,
+    exe: Option<&'a str>,
     family: &'static str,
     laddr: IpAddr,
     lport: u16,
@@ -159,6 +163,10 @@ impl<W: Write> EventWriter for JsonWriter<W> {
             pid: event.owner.map(|o| o.pid),
             uid: event.owner.map(|o| o.uid),
             comm: event.owner.as_ref().map(|o| o.comm.as_str()),
+            user: event.identity.user.as_deref(),
+            cgroup: event.identity.cgroup.as_deref(),
+            container_id: event.identity.container_id.as_deref(),
+            exe: event.identity.exe.as_deref(),
             family: if event.is_ipv6() { "ipv6" } else { "ipv4" },
             laddr: event.local.ip(),
             lport: event.local.port(),
@@ -218,6 +226,10 @@ mod tests {
         pid: Option<u32>,
         uid: Option<u32>,
         comm: Option<String>,
+        user: Option<String>,
+        cgroup: Option<String>,
+        container_id: Option<String>,
+        exe: Option<String>,
         family: String,
         laddr: std::net::IpAddr,
         lport: u16,
@@ -292,7 +304,7 @@ mod tests {
             assert_eq!(object["conn_id"].as_str().map(str::len), Some(16));
             let ts = object["ts"].as_str().expect("ts");
             assert!(ts.ends_with('Z') && ts.contains('.'), "{ts}");
-            let common = 14;
+            let common = 18;
             assert_eq!(object.len(), common + kind_keys_of(event.kind).len(), "{line}");
             for key in kind_keys_of(event.kind) {
                 assert!(object.contains_key(*key), "{} lacks {key}: {line}", event.kind.name());

@@ -19,10 +19,16 @@ pub trait EventWriter {
     fn flush(&mut self) -> io::Result<()>;
 }
 
-/// `own_netns`: tcptrace's own network namespace, which human output leaves unsaid.
-pub fn writer<'w, W: io::Write + 'w>(format: OutputFormat, out: W, own_netns: u32) -> Box<dyn EventWriter + 'w> {
+/// `own_netns`: tcptrace's own network namespace, which human output leaves
+/// unsaid; `wide`: human output adds identity and connection ids.
+pub fn writer<'w, W: io::Write + 'w>(
+    format: OutputFormat,
+    out: W,
+    own_netns: u32,
+    wide: bool,
+) -> Box<dyn EventWriter + 'w> {
     match format {
-        OutputFormat::Human => Box::new(HumanWriter::new(out, own_netns)),
+        OutputFormat::Human => Box::new(HumanWriter::new(out, own_netns, wide)),
         OutputFormat::Json => Box::new(JsonWriter::new(out)),
     }
 }
@@ -33,15 +39,33 @@ pub(crate) mod samples {
 
     use crate::{
         events::{Comm, ConnEvent, Detail, Direction, EventKind, Owner, TcpState},
+        identity::Identity,
         lifecycle::{CloseFacts, CloseKind, Errno, FailReason, Side},
     };
+
+    const CONTAINER: &str = "3f4b1c9e8d7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c";
 
     /// The story of a loopback connection as the kernel side reports it, plus
     /// one of every other kind.
     pub fn story() -> Vec<ConnEvent> {
         let base = SystemTime::UNIX_EPOCH + Duration::new(1_764_000_000, 123_456_789);
-        let client = Some(Owner { pid: 4242, uid: 1000, comm: Comm::new("curl") });
-        let server = Some(Owner { pid: 777, uid: 0, comm: Comm::new("python3") });
+        let client = Some(Owner { cgroup_id: 7, pid: 4242, uid: 1000, comm: Comm::new("curl") });
+        let server = Some(Owner { cgroup_id: 9, pid: 777, uid: 0, comm: Comm::new("python3") });
+        let identity = |owner: Option<Owner>| match owner.map(|o| o.pid) {
+            Some(4242) => Identity {
+                user: Some("alice".into()),
+                cgroup: Some("/user.slice/user-1000.slice/session-2.scope".into()),
+                container_id: None,
+                exe: Some("/usr/bin/curl".into()),
+            },
+            Some(_) => Identity {
+                user: Some("root".into()),
+                cgroup: Some(format!("/system.slice/docker-{CONTAINER}.scope").into()),
+                container_id: Some(CONTAINER.into()),
+                exe: Some("/usr/bin/python3.11".into()),
+            },
+            None => Identity::default(),
+        };
         let (c, s) = ("127.0.0.1:45678", "127.0.0.1:8000");
         let event = |ms: u64, kind, owner, local: &str, remote: &str, state, direction, age_us: Option<u64>, detail| {
             ConnEvent {
@@ -56,6 +80,7 @@ pub(crate) mod samples {
                 direction,
                 age: age_us.map(Duration::from_micros),
                 detail,
+                identity: identity(owner),
             }
         };
         let close = |closed_by, kind, bytes_sent, bytes_received| {

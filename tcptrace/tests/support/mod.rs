@@ -72,7 +72,21 @@ impl Netns {
     /// A peer started through `wrapper` (e.g. setpriv, to run as another
     /// user), naming its own process `comm` (PR_SET_NAME) when given.
     pub fn peer_via(&self, wrapper: &[&str], comm: Option<&str>, args: &[&str]) -> Peer {
-        let mut cmd = Command::new("ip");
+        self.peer_in(None, wrapper, comm, args)
+    }
+
+    /// As `peer_via`, the process first moved into the cgroup whose
+    /// `cgroup.procs` file is given (before `ip netns exec`, which mounts a
+    /// sysfs of the namespace's own, without the cgroup mounts).
+    pub fn peer_in(&self, cgroup_procs: Option<&str>, wrapper: &[&str], comm: Option<&str>, args: &[&str]) -> Peer {
+        let mut cmd = match cgroup_procs {
+            Some(procs) => {
+                let mut cmd = Command::new("sh");
+                cmd.args(["-c", &format!("echo $$ > {procs} && exec \"$@\""), "sh", "ip"]);
+                cmd
+            }
+            None => Command::new("ip"),
+        };
         cmd.args(["netns", "exec", &self.name]).args(wrapper);
         if wrapper.is_empty() {
             cmd.arg("python3").arg(peer_script());

@@ -1,0 +1,97 @@
+//! Who owns a connection, as a container platform would ask: the owner's
+//! user, cgroup (a docker-style one the test creates), container id and
+//! executable on every event, and --cgroup keeping other cgroups out,
+//! including a cgroup created after tracing started.
+mod support;
+
+use std::{fs, path::PathBuf};
+
+use serde_json::Value;
+use support::{Netns, Tracer, count, of_port, port, require_root};
+
+const CONTAINER: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// A cgroup v2 subtree for this test, removed (with its children) on drop.
+struct Cgroup {
+    mount: PathBuf,
+    /// Relative to the mount, as /proc/PID/cgroup shows it.
+    path: String,
+}
+
+impl Cgroup {
+    fn new(name: &str) -> Self {
+        let mounts = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        let mount = mounts
+            .lines()
+            .find(|l| l.split(" - ").nth(1).is_some_and(|fs| fs.starts_with("cgroup2 ")))
+            .and_then(|l| l.split(' ').nth(4))
+            .map(PathBuf::from)
+            .expect("a cgroup2 mount");
+        let path = format!("/{name}-{}", std::process::id());
+        fs::create_dir(mount.join(&path[1..])).expect("create cgroup");
+        Self { mount, path }
+    }
+
+    fn child(&self, name: &str) -> String {
+        let path = format!("{}/{name}", self.path);
+        fs::create_dir(self.mount.join(&path[1..])).expect("create child cgroup");
+        path
+    }
+
+    fn procs(&self, path: &str) -> String {
+        self.mount.join(&path[1..]).join("cgroup.procs").to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let top = self.mount.join(&self.path[1..]);
+        if let Ok(children) = fs::read_dir(&top) {
+            for child in children.flatten().filter(|c| c.file_type().is_ok_and(|t| t.is_dir())) {
+                let _ = fs::remove_dir(child.path());
+            }
+        }
+        let _ = fs::remove_dir(top);
+    }
+}
+
+#[test]
+fn events_name_user_container_and_exe_and_cgroup_filters_them() {
+    require_root();
+    let ns = Netns::new();
+    let (port_in, port_out) = (port(), port());
+    let cgroup = Cgroup::new("tcptrace-test");
+    let tracer = Tracer::start(&["--cgroup", &cgroup.path]);
+    let everything = Tracer::start(&["-P", &port_in.to_string()]);
+    // Made after the tracer started: the kernel admits it through its parent.
+    let container = cgroup.child(&format!("docker-{CONTAINER}.scope"));
+    let as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
+    let procs = cgroup.procs(&container);
+    let mut inside = ns.peer_in(Some(&procs), &as_nobody, None, &["server", "127.0.0.1", &port_in.to_string(), "1"]);
+    assert_eq!(inside.line(), "listening");
+    let mut outside = ns.server("127.0.0.1", port_out, 1);
+    ns.client("127.0.0.1", port_out);
+    ns.client("127.0.0.1", port_in);
+    assert!(inside.wait().success() && outside.wait().success());
+
+    let events = tracer.wait_for("the contained server's close", |ev| count(ev, ns.inode, port_in, "close") == 1);
+    let server_end: Vec<&Value> = of_port(&events, ns.inode, port_in);
+    assert!(server_end.len() >= 3, "{}", support::dump(&events));
+    for event in &events {
+        assert_eq!(event["lport"], port_in, "--cgroup let through {event}");
+        assert_eq!(event["cgroup"], container.as_str(), "{event}");
+        assert_eq!(event["container_id"], CONTAINER, "{event}");
+        assert_eq!(event["user"], "nobody", "{event}");
+        assert_eq!(event["uid"], 65534, "{event}");
+        let python = fs::canonicalize("/usr/bin/python3").expect("python3");
+        assert_eq!(event["exe"], python.to_str().expect("utf8"), "{event}");
+    }
+    // The client's end is root's, in no container: named so, not left out.
+    let all = everything.wait_for("both ends", |ev| count(ev, ns.inode, port_in, "close") == 2);
+    let client_close = all.iter().find(|e| e["event"] == "close" && e["rport"] == port_in).expect("client close");
+    assert_eq!(client_close["user"], "root", "{client_close}");
+    assert_eq!(client_close["container_id"], Value::Null, "{client_close}");
+    assert!(client_close["cgroup"].is_string(), "{client_close}");
+    tracer.stop();
+    everything.stop();
+}
