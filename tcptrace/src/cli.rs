@@ -11,7 +11,8 @@ use clap::{Parser, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "tcptrace", version, max_term_width = 100)]
 pub struct Cli {
-    /// Output format: aligned columns for people, or JSON Lines for machines.
+    /// Output format: aligned columns for people; JSON Lines or logfmt for
+    /// machines (the same keys, schema/tcptrace.schema.json).
     #[arg(short = 'o', long, value_enum, default_value_t = OutputArg::Human)]
     pub output: OutputArg,
 
@@ -105,6 +106,7 @@ fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
 pub enum OutputArg {
     Human,
     Json,
+    Logfmt,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -48,6 +48,7 @@ impl EventSet {
 pub enum OutputFormat {
     Human,
     Json,
+    Logfmt,
 }
 
 /// Which attach method the kernel-function hooks use.
@@ -110,6 +111,7 @@ impl TryFrom<Cli> for Config {
         let format = match cli.output {
             OutputArg::Human => OutputFormat::Human,
             OutputArg::Json => OutputFormat::Json,
+            OutputArg::Logfmt => OutputFormat::Logfmt,
         };
         let attach = match cli.attach {
             AttachArg::Auto => Attach::Auto,

@@ -18,7 +18,7 @@ use crate::{
     events::Decoder,
     identity::Resolver,
     loader::{self, Tracer},
-    output::{self, EventWriter},
+    output::{self, EventWriter, LossReason, RunInfo},
 };
 
 /// What a session did, for the closing line on stderr.
@@ -69,7 +69,8 @@ pub async fn run<W: Write>(config: &Config, out: W) -> Result<Summary, RunError>
     let mut writer = output::writer(config.format, out, own_netns(), config.wide);
     let mut summary = Summary::default();
     let limit = config.count.map_or(u64::MAX, |n| n.get());
-    writer.header().and_then(|()| writer.flush()).map_err(RunError::Output)?;
+    let hooks = tracer.hooks.iter().map(|hook| (hook.purpose.to_owned(), hook.method.clone())).collect();
+    writer.start(&RunInfo::here(hooks)).and_then(|()| writer.flush()).map_err(RunError::Output)?;
     eprintln!("tcptrace: ready, tracing TCP connections (Ctrl-C to stop)");
 
     while summary.events < limit {
@@ -92,6 +93,7 @@ pub async fn run<W: Write>(config: &Config, out: W) -> Result<Summary, RunError>
     // What the kernel queued before we stopped still goes out.
     drain(ring.get_mut(), &decoder, &mut resolver, writer.as_mut(), &mut summary, limit)?;
     report_losses(&counters, &mut summary, writer.as_mut())?;
+    writer.stop(SystemTime::now(), &summary).and_then(|()| writer.flush()).map_err(RunError::Output)?;
     drop(tracer);
     Ok(summary)
 }
@@ -179,7 +181,10 @@ fn report_losses(
     if lost > summary.lost {
         let new = lost - summary.lost;
         eprintln!("tcptrace: lost {new} events (ring buffer full), {lost} in all");
-        writer.lost(SystemTime::now(), new, lost).and_then(|()| writer.flush()).map_err(RunError::Output)?;
+        writer
+            .lost(SystemTime::now(), LossReason::RingBufferFull, new, lost)
+            .and_then(|()| writer.flush())
+            .map_err(RunError::Output)?;
     }
     if untracked > summary.untracked {
         eprintln!("tcptrace: {} connections not tracked (connection map full)", untracked - summary.untracked);

@@ -191,10 +191,13 @@ fn count_exits_after_n_events() {
     let mut server = ns.server("127.0.0.1", port, 1);
     ns.client("127.0.0.1", port);
     assert!(server.wait().success());
-    let lines = tracer.stdout_lines();
-    let (status, stderr) = tracer.wait_exit();
+    let (status, stderr, records) = tracer.wait_exit_with_records();
     assert!(status.success(), "{stderr}");
-    assert!(lines.len() <= 2);
+    // start, exactly two events, stop.
+    let kinds: Vec<&str> = records.iter().filter_map(|r| r["event"].as_str()).collect();
+    assert_eq!(kinds.len(), 4, "{records:?}");
+    assert_eq!((kinds[0], kinds[3]), ("start", "stop"));
+    assert_eq!(records[3]["events"], 2);
     assert!(stderr.contains("tcptrace: 2 events"), "{stderr}");
 }
 

@@ -4,8 +4,11 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use super::EventWriter;
-use crate::events::{ConnEvent, Detail};
+use super::{EventWriter, LossReason, RunInfo};
+use crate::{
+    events::{ConnEvent, Detail},
+    session::Summary,
+};
 
 pub struct HumanWriter<W: Write> {
     out: W,
@@ -68,7 +71,7 @@ impl std::fmt::Display for Short {
 }
 
 impl<W: Write> EventWriter for HumanWriter<W> {
-    fn header(&mut self) -> io::Result<()> {
+    fn start(&mut self, _run: &RunInfo) -> io::Result<()> {
         writeln!(
             self.out,
             "{:<15} {:<11} {:>7} {:<15} {:<23} {:<23} DETAIL",
@@ -99,8 +102,13 @@ impl<W: Write> EventWriter for HumanWriter<W> {
         writeln!(out)
     }
 
-    fn lost(&mut self, _time: SystemTime, _count: u64, _total: u64) -> io::Result<()> {
+    fn lost(&mut self, _time: SystemTime, _reason: LossReason, _count: u64, _total: u64) -> io::Result<()> {
         // People read the stderr report; the columns stay clean.
+        Ok(())
+    }
+
+    fn stop(&mut self, _time: SystemTime, _totals: &Summary) -> io::Result<()> {
+        // The closing summary goes to stderr.
         Ok(())
     }
 
@@ -170,7 +178,7 @@ mod tests {
     fn render(wide: bool) -> String {
         let mut buf = Vec::new();
         let mut writer = HumanWriter::new(&mut buf, 4026531840, wide);
-        writer.header().expect("header");
+        writer.start(&RunInfo::here(Vec::new())).expect("header");
         let mut events = story();
         let last = events.len() - 1;
         events[last].netns = Some(4026532999);

@@ -1,16 +1,17 @@
-//! JSON Lines: one object per event with stable snake_case keys (schema in
-//! README.md, checked by a contract test). Keys of one kind appear on every
-//! event of that kind, null when unknown.
+//! JSON Lines: one object per record, flushed per batch (records.rs has the
+//! keys; the schema is schema/tcptrace.schema.json).
 use std::{
     io::{self, Write},
-    net::IpAddr,
     time::SystemTime,
 };
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
-use super::EventWriter;
-use crate::events::{ConnEvent, Detail};
+use super::{
+    EventWriter, LossReason, RunInfo,
+    records::{Lost, Record, Start, Stop},
+};
+use crate::{events::ConnEvent, session::Summary};
 
 pub struct JsonWriter<W: Write> {
     out: W,
@@ -27,162 +28,21 @@ impl<W: Write> JsonWriter<W> {
     }
 }
 
-/// RFC 3339 UTC with nanoseconds.
-struct Rfc3339(SystemTime);
-
-impl Serialize for Rfc3339 {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&humantime::format_rfc3339_nanos(self.0))
-    }
-}
-
-/// Connection ids print as 16 hex digits: u64 is past what JSON numbers keep exactly.
-struct Hex(u64);
-
-impl Serialize for Hex {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&format_args!("{:016x}", self.0))
-    }
-}
-
-/// `Some(None)` prints `null`; `None` leaves the key out.
-type Nullable<T> = Option<Option<T>>;
-
-#[derive(Serialize, Default)]
-struct KindKeys<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    handshake_us: Nullable<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    duration_us: Nullable<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    closed_by: Nullable<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    close_kind: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Nullable<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    errno: Nullable<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    bytes_sent: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    bytes_received: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    segs_out: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    segs_in: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    retransmits: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    srtt_us: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    old_state: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    new_state: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reset: Option<&'static str>,
-}
-
-#[derive(Serialize)]
-struct Record<'a> {
-    ts: Rfc3339,
-    event: &'static str,
-    pid: Option<u32>,
-    uid: Option<u32>,
-    comm: Option<std::borrow::Cow<'a, str>>,
-    user: Option<&'a str>,
-    cgroup: Option<&'a str>,
-    container_id: Option<&'a str>,
-    exe: Option<&'a str>,
-    family: &'static str,
-    laddr: IpAddr,
-    lport: u16,
-    raddr: IpAddr,
-    rport: u16,
-    netns: Option<u32>,
-    conn_id: Hex,
-    direction: &'static str,
-    state: &'static str,
-    #[serde(flatten)]
-    kind: KindKeys<'a>,
-}
-
-fn kind_keys(event: &ConnEvent) -> KindKeys<'_> {
-    let duration_us = Some(event.age.map(|age| age.as_micros() as u64));
-    match &event.detail {
-        Detail::None | Detail::Retransmit => KindKeys::default(),
-        Detail::Established { handshake } => {
-            KindKeys { handshake_us: Some(handshake.map(|h| h.as_micros() as u64)), ..KindKeys::default() }
-        }
-        Detail::Close(facts) => KindKeys {
-            duration_us,
-            closed_by: Some(facts.closed_by.map(|side| side.name())),
-            close_kind: Some(facts.kind.name()),
-            errno: Some(facts.error.map(|e| e.to_string())),
-            bytes_sent: Some(facts.bytes_sent),
-            bytes_received: Some(facts.bytes_received),
-            segs_out: Some(facts.segs_out),
-            segs_in: Some(facts.segs_in),
-            retransmits: Some(facts.retransmits),
-            srtt_us: Some(facts.srtt.as_micros() as u64),
-            ..KindKeys::default()
-        },
-        Detail::Failed { reason, error } => KindKeys {
-            duration_us,
-            reason: Some(Some(reason.name())),
-            errno: Some(error.map(|e| e.to_string())),
-            ..KindKeys::default()
-        },
-        Detail::State { old } => {
-            KindKeys { old_state: Some(old.name()), new_state: Some(event.state.name()), ..KindKeys::default() }
-        }
-        Detail::Reset { sent, reason } => KindKeys {
-            reset: Some(if *sent { "sent" } else { "received" }),
-            reason: Some(reason.as_deref()),
-            ..KindKeys::default()
-        },
-    }
-}
-
-#[derive(Serialize)]
-struct Lost {
-    ts: Rfc3339,
-    event: &'static str,
-    count: u64,
-    total: u64,
-}
-
 impl<W: Write> EventWriter for JsonWriter<W> {
-    fn header(&mut self) -> io::Result<()> {
-        Ok(())
+    fn start(&mut self, run: &RunInfo) -> io::Result<()> {
+        self.line(&Start::new(run))
     }
 
     fn event(&mut self, event: &ConnEvent) -> io::Result<()> {
-        let record = Record {
-            ts: Rfc3339(event.time),
-            event: event.kind.name(),
-            pid: event.owner.map(|o| o.pid),
-            uid: event.owner.map(|o| o.uid),
-            comm: event.owner.as_ref().map(|o| o.comm.as_str()),
-            user: event.identity.user.as_deref(),
-            cgroup: event.identity.cgroup.as_deref(),
-            container_id: event.identity.container_id.as_deref(),
-            exe: event.identity.exe.as_deref(),
-            family: if event.is_ipv6() { "ipv6" } else { "ipv4" },
-            laddr: event.local.ip(),
-            lport: event.local.port(),
-            raddr: event.remote.ip(),
-            rport: event.remote.port(),
-            netns: event.netns,
-            conn_id: Hex(event.conn_id),
-            direction: event.direction.name(),
-            state: event.state.name(),
-            kind: kind_keys(event),
-        };
-        self.line(&record)
+        self.line(&Record::new(event))
     }
 
-    fn lost(&mut self, time: SystemTime, count: u64, total: u64) -> io::Result<()> {
-        self.line(&Lost { ts: Rfc3339(time), event: "lost", count, total })
+    fn lost(&mut self, time: SystemTime, reason: LossReason, count: u64, total: u64) -> io::Result<()> {
+        self.line(&Lost::new(time, reason, count, total))
+    }
+
+    fn stop(&mut self, time: SystemTime, totals: &Summary) -> io::Result<()> {
+        self.line(&Stop::new(time, totals))
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -192,9 +52,6 @@ impl<W: Write> EventWriter for JsonWriter<W> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use serde::Deserialize;
     use serde_json::Value;
 
     use super::*;
@@ -203,10 +60,20 @@ mod tests {
     fn render(events: &[ConnEvent]) -> String {
         let mut buf = Vec::new();
         let mut writer = JsonWriter::new(&mut buf);
+        let run = RunInfo {
+            started: SystemTime::UNIX_EPOCH,
+            host: "web-1".into(),
+            boot_id: "0f6b3c2e-1d2a-4b5c-8d9e-0a1b2c3d4e5f".into(),
+            version: "0.1.0",
+            kernel: "6.18.0".into(),
+            hooks: vec![("state changes".into(), Some("tracepoint sock:inet_sock_set_state".into()))],
+        };
+        writer.start(&run).expect("start");
         for event in events {
             writer.event(event).expect("event");
         }
-        writer.lost(SystemTime::UNIX_EPOCH, 3, 5).expect("lost");
+        writer.lost(SystemTime::UNIX_EPOCH, LossReason::RingBufferFull, 3, 5).expect("lost");
+        writer.stop(SystemTime::UNIX_EPOCH, &Summary { events: 11, lost: 5, ..Summary::default() }).expect("stop");
         String::from_utf8(buf).expect("utf8")
     }
 
@@ -215,101 +82,49 @@ mod tests {
         insta::assert_snapshot!(render(&story()));
     }
 
-    /// The documented schema: unknown keys fail the test, so the README and
-    /// the output cannot drift apart silently.
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[expect(dead_code, reason = "fields exist to be checked by deserialization")]
-    struct Schema {
-        ts: String,
-        event: String,
-        pid: Option<u32>,
-        uid: Option<u32>,
-        comm: Option<String>,
-        user: Option<String>,
-        cgroup: Option<String>,
-        container_id: Option<String>,
-        exe: Option<String>,
-        family: String,
-        laddr: std::net::IpAddr,
-        lport: u16,
-        raddr: std::net::IpAddr,
-        rport: u16,
-        netns: Option<u32>,
-        conn_id: String,
-        direction: String,
-        state: String,
-        handshake_us: Option<u64>,
-        duration_us: Option<u64>,
-        closed_by: Option<String>,
-        close_kind: Option<String>,
-        reason: Option<String>,
-        errno: Option<String>,
-        bytes_sent: Option<u64>,
-        bytes_received: Option<u64>,
-        segs_out: Option<u32>,
-        segs_in: Option<u32>,
-        retransmits: Option<u32>,
-        srtt_us: Option<u64>,
-        old_state: Option<String>,
-        new_state: Option<String>,
-        reset: Option<String>,
+    fn schema() -> jsonschema::Validator {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../schema/tcptrace.schema.json");
+        let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("schema file")).expect("JSON");
+        jsonschema::draft202012::options().should_validate_formats(true).build(&schema).expect("a valid schema")
     }
 
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct LostSchema {
-        ts: String,
-        event: String,
-        count: u64,
-        total: u64,
-    }
-
-    /// Keys each kind carries beyond the common ones, present even when null.
-    fn kind_keys_of(kind: EventKind) -> &'static [&'static str] {
-        match kind {
-            EventKind::Connect | EventKind::Accept | EventKind::Retransmit => &[],
-            EventKind::Established => &["handshake_us"],
-            EventKind::Close => &[
-                "duration_us",
-                "closed_by",
-                "close_kind",
-                "errno",
-                "bytes_sent",
-                "bytes_received",
-                "segs_out",
-                "segs_in",
-                "retransmits",
-                "srtt_us",
-            ],
-            EventKind::Failed => &["duration_us", "reason", "errno"],
-            EventKind::State => &["old_state", "new_state"],
-            EventKind::Reset => &["reset", "reason"],
-        }
-    }
-
+    /// Every record kind the writer prints validates against the schema the
+    /// README names, so the two cannot drift apart.
     #[test]
-    fn every_line_matches_the_documented_schema() {
+    fn every_record_matches_the_schema() {
+        let schema = schema();
         let text = render(&story());
-        let mut lines = text.lines().collect::<Vec<_>>();
-        let lost: LostSchema = serde_json::from_str(lines.pop().expect("lost line")).expect("lost schema");
-        assert_eq!((lost.event.as_str(), lost.count, lost.total), ("lost", 3, 5));
-        assert!(lost.ts.starts_with("1970-01-01T00:00:00"));
         let kinds: Vec<EventKind> = story().iter().map(|e| e.kind).collect();
         assert!(EventKind::ALL.iter().all(|k| kinds.contains(k)), "the story shows every kind");
-        for (line, event) in lines.iter().zip(story()) {
-            let _: Schema = serde_json::from_str(line).expect("schema");
-            let object: BTreeMap<String, Value> = serde_json::from_str(line).expect("object");
-            assert_eq!(object["event"], event.kind.name());
-            assert_eq!(object["conn_id"].as_str().map(str::len), Some(16));
-            let ts = object["ts"].as_str().expect("ts");
-            assert!(ts.ends_with('Z') && ts.contains('.'), "{ts}");
-            let common = 18;
-            assert_eq!(object.len(), common + kind_keys_of(event.kind).len(), "{line}");
-            for key in kind_keys_of(event.kind) {
-                assert!(object.contains_key(*key), "{} lacks {key}: {line}", event.kind.name());
-            }
-            assert!(object.keys().all(|k| k.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
+        let mut seen = Vec::new();
+        for line in text.lines() {
+            let record: Value = serde_json::from_str(line).expect("JSON");
+            let errors: Vec<String> = schema.iter_errors(&record).map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "{line}\n{errors:#?}");
+            seen.push(record["event"].as_str().expect("event").to_owned());
+        }
+        assert_eq!(seen.first().map(String::as_str), Some("start"));
+        assert_eq!(seen.last().map(String::as_str), Some("stop"));
+        assert!(seen.iter().any(|kind| kind == "lost"));
+    }
+
+    /// The schema is strict: a key too many, one missing, or a wrong type fails.
+    #[test]
+    fn broken_records_fail_the_schema() {
+        let schema = schema();
+        let line = render(&story()).lines().nth(1).expect("an event").to_owned();
+        let good: Value = serde_json::from_str(&line).expect("JSON");
+        assert!(schema.is_valid(&good), "{line}");
+        let breakages: [fn(&mut serde_json::Map<String, Value>); 4] = [
+            |record| drop(record.insert("surprise".into(), Value::from(1))),
+            |record| drop(record.remove("conn_id")),
+            |record| drop(record.insert("lport".into(), Value::from("80"))),
+            |record| drop(record.insert("v".into(), Value::from(2))),
+        ];
+        for (i, breakage) in breakages.iter().enumerate() {
+            let mut broken = good.clone();
+            breakage(broken.as_object_mut().expect("object"));
+            assert!(!schema.is_valid(&broken), "breakage {i} passed: {broken}");
         }
     }
 }

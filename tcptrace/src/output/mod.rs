@@ -1,22 +1,74 @@
 //! Event writers, one file per format, behind one trait so tests pass a Vec<u8>.
 use std::{io, time::SystemTime};
 
-use crate::{config::OutputFormat, events::ConnEvent};
+use crate::{config::OutputFormat, events::ConnEvent, session::Summary};
 
 mod human;
 mod json;
+mod logfmt;
+pub mod records;
 
 pub use human::HumanWriter;
 pub use json::JsonWriter;
+pub use logfmt::LogfmtWriter;
 
-/// Writes events in one format. Callers flush once per drained batch.
+/// Writes a run's records in one format. Callers flush once per drained batch.
 pub trait EventWriter {
-    /// Anything printed once before the first event.
-    fn header(&mut self) -> io::Result<()>;
+    /// Before the first event: the column header, or a `start` record.
+    fn start(&mut self, run: &RunInfo) -> io::Result<()>;
     fn event(&mut self, event: &ConnEvent) -> io::Result<()>;
     /// `count` events were lost since the last report, `total` since start.
-    fn lost(&mut self, time: SystemTime, count: u64, total: u64) -> io::Result<()>;
+    fn lost(&mut self, time: SystemTime, reason: LossReason, count: u64, total: u64) -> io::Result<()>;
+    /// After the last event: a `stop` record with the run's totals.
+    fn stop(&mut self, time: SystemTime, totals: &Summary) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
+}
+
+/// What a run is, for the `start` record.
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    pub started: SystemTime,
+    pub host: String,
+    /// /proc/sys/kernel/random/boot_id: tells reboots of one host apart.
+    pub boot_id: String,
+    pub version: &'static str,
+    /// The running kernel's release (uname -r).
+    pub kernel: String,
+    /// Each hook's purpose and the method that serves it (None: not attached).
+    pub hooks: Vec<(String, Option<String>)>,
+}
+
+impl RunInfo {
+    /// This host, now.
+    pub fn here(hooks: Vec<(String, Option<String>)>) -> Self {
+        let read = |path: &str| std::fs::read_to_string(path).map(|s| s.trim().to_owned()).unwrap_or_default();
+        Self {
+            started: SystemTime::now(),
+            host: read("/proc/sys/kernel/hostname"),
+            boot_id: read("/proc/sys/kernel/random/boot_id"),
+            version: env!("CARGO_PKG_VERSION"),
+            kernel: read("/proc/sys/kernel/osrelease"),
+            hooks,
+        }
+    }
+}
+
+/// Why events never reached the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossReason {
+    /// The kernel's ring buffer was full: tcptrace did not drain it in time.
+    RingBufferFull,
+    /// The reader of stdout stalled and tcptrace's own buffer filled.
+    OutputStalled,
+}
+
+impl LossReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::RingBufferFull => "ring_buffer_full",
+            Self::OutputStalled => "output_stalled",
+        }
+    }
 }
 
 /// `own_netns`: tcptrace's own network namespace, which human output leaves
@@ -30,6 +82,7 @@ pub fn writer<'w, W: io::Write + 'w>(
     match format {
         OutputFormat::Human => Box::new(HumanWriter::new(out, own_netns, wide)),
         OutputFormat::Json => Box::new(JsonWriter::new(out)),
+        OutputFormat::Logfmt => Box::new(LogfmtWriter::new(out)),
     }
 }
 

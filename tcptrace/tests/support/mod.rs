@@ -31,6 +31,20 @@ fn peer_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/peer.py")
 }
 
+/// A JSON record that must match schema/tcptrace.schema.json.
+pub fn checked_record(line: &str) -> Value {
+    static SCHEMA: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    let schema = SCHEMA.get_or_init(|| {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../schema/tcptrace.schema.json");
+        let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("schema")).expect("JSON");
+        jsonschema::draft202012::options().should_validate_formats(true).build(&schema).expect("valid schema")
+    });
+    let record: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    let errors: Vec<String> = schema.iter_errors(&record).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "record breaks the schema: {line}\n{errors:#?}");
+    record
+}
+
 /// peer.py copied where any user can read it, once per test process.
 fn shared_peer_script() -> PathBuf {
     static COPY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -287,11 +301,15 @@ impl Tracer {
     }
 
     /// Every JSON event printed so far.
+    /// Every JSON record printed so far (start, events, lost, stop), each
+    /// checked against the schema the README names.
+    pub fn records(&self) -> Vec<Value> {
+        self.stdout_lines().iter().map(|line| checked_record(line)).collect()
+    }
+
+    /// The connection events among the records.
     pub fn events(&self) -> Vec<Value> {
-        self.stdout_lines()
-            .iter()
-            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
-            .collect()
+        self.records().into_iter().filter(|record| record.get("conn_id").is_some()).collect()
     }
 
     /// Waits until `done` holds for the events printed so far; returns them.
@@ -378,6 +396,18 @@ impl Tracer {
         let status = wait_bounded(&mut self.child);
         thread::sleep(Duration::from_millis(50));
         (status, self.stderr())
+    }
+
+    /// Waits for a JSON run to end by itself; its status, stderr and every
+    /// record up to the `stop` record it must end with.
+    pub fn wait_exit_with_records(mut self) -> (ExitStatus, String, Vec<Value>) {
+        let status = wait_bounded(&mut self.child);
+        let deadline = Instant::now() + PATIENCE;
+        while !self.records().last().is_some_and(|r| r["event"] == "stop") && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        let records = self.records();
+        (status, self.stderr(), records)
     }
 }
 
