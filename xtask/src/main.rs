@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod cpu;
 mod docs;
 mod loadgen;
 mod setup;
@@ -33,18 +34,15 @@ enum Task {
     },
     /// Measure connection churn untraced and under tcptrace and its peers (table on stdout).
     Bench {
-        /// Seconds of churn per measurement.
-        #[arg(long, default_value_t = 5.0)]
-        seconds: f64,
-        /// Rounds over all subjects, alternating; medians are reported.
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
-        /// Untraced and tcptrace only, briefly: keeps the command from rotting in CI.
+        /// Seconds of churn per measurement [default: 5; 1 with --smoke].
+        #[arg(long)]
+        seconds: Option<f64>,
+        /// Rounds over all subjects, alternating; medians are reported [default: 3; 1 with --smoke].
+        #[arg(long)]
+        rounds: Option<usize>,
+        /// Untraced and tcptrace only, one short round: keeps the command from rotting in CI.
         #[arg(long)]
         smoke: bool,
-        /// Also time the tracers' eBPF programs (kernel.bpf_stats_enabled; adds a little cost).
-        #[arg(long)]
-        bpf_stats: bool,
     },
     /// The benchmark's load generator (the bench runs it inside its namespace).
     #[command(hide = true)]
@@ -71,9 +69,11 @@ fn main() -> ExitCode {
         Task::Setup => setup::all(),
         Task::Test => tasks::test(),
         Task::Run { args } => tasks::run_tcptrace(&args),
-        Task::Bench { seconds, rounds, smoke, bpf_stats } => {
-            bench::bench(&bench::Options { seconds, rounds, smoke, bpf_stats })
-        }
+        Task::Bench { seconds, rounds, smoke } => bench::bench(&bench::Options {
+            seconds: seconds.unwrap_or(if smoke { 1.0 } else { 5.0 }),
+            rounds: rounds.unwrap_or(if smoke { 1 } else { 3 }),
+            smoke,
+        }),
         Task::Docs { out } => docs::generate(&out).map(|files| {
             for file in files {
                 eprintln!("xtask: wrote {}", file.display());
