@@ -21,11 +21,13 @@ use anyhow::{Context, Result, bail};
 
 use crate::{
     cpu::{self, BpfStats, Usage},
+    hold::Held,
     setup,
     shell::{found, run, workspace_root},
 };
 
 const NETNS: &str = "tcptrace-bench";
+/// Below the ephemeral ports (Netns).
 const PORT: u16 = 7000;
 /// Client threads (and as many server threads) per CPU: with one per CPU,
 /// every thread sometimes waits for a wake-up at once and ~10 % of the CPU
@@ -89,6 +91,8 @@ pub struct Options {
     pub rounds: usize,
     /// Only untraced and tcptrace's default mode: the CI smoke run.
     pub smoke: bool,
+    /// Idle connections held open beside the churn (a busy host); 0: none.
+    pub busy: usize,
 }
 
 pub fn bench(options: &Options) -> Result<()> {
@@ -116,6 +120,13 @@ pub fn bench(options: &Options) -> Result<()> {
     // run); off again when this is dropped, or when the bench dies.
     let bpf_stats =
         BpfStats::enable().inspect_err(|e| eprintln!("xtask: warning: no eBPF run times (BPF_ENABLE_STATS: {e})")).ok();
+    let held = match options.busy {
+        0 => None,
+        n => {
+            eprintln!("xtask: holding {n} idle connections open");
+            Some(Held::open(&xtask, NETNS, n)?)
+        }
+    };
 
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); subjects.len()];
     for round in 1..=options.rounds {
@@ -130,6 +141,7 @@ pub fn bench(options: &Options) -> Result<()> {
             samples.push(sample);
         }
     }
+    drop(held);
     print_table(&subjects, &samples, options, clients);
     Ok(())
 }
@@ -375,12 +387,13 @@ fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
 fn print_table(subjects: &[Subject], samples: &[Vec<Sample>], options: &Options, clients: usize) {
     let untraced = median(samples[0].iter().map(Sample::conns_per_s)).unwrap_or(f64::NAN);
     println!(
-        "\n{} round{} of {} s, {} CPUs, {clients} client and {clients} server threads (server closes first), eBPF \
-         stats on; medians; {}",
+        "\n{} round{} of {} s, {} CPUs, {clients} client and {clients} server threads (server closes first), {} \
+         idle connections held open, eBPF stats on; medians; {}",
         options.rounds,
         if options.rounds == 1 { "" } else { "s" },
         options.seconds,
         cpus(),
+        options.busy,
         humantime::format_rfc3339_seconds(std::time::SystemTime::now())
     );
     println!(
@@ -425,7 +438,8 @@ fn print_table(subjects: &[Subject], samples: &[Vec<Sample>], options: &Options,
 
 /// The benchmark's own namespace. The server closes first, so TIME_WAIT sits
 /// on its side; a wide port range and TIME_WAIT reuse keep the clients' ports
-/// out of the way all the same.
+/// out of the way all the same. Ephemeral ports start above the listeners'
+/// (PORT, and the busy host's holders), or a held connection could take one.
 struct Netns;
 
 impl Netns {
@@ -438,7 +452,7 @@ impl Netns {
         let exec = |args: &[&str]| run(Command::new("ip").args(["netns", "exec", NETNS]).args(args));
         exec(&["ip", "link", "set", "lo", "up"])?;
         exec(&["sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1"])?;
-        exec(&["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65535"])?;
+        exec(&["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=10000 65535"])?;
         Ok(Self)
     }
 }

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod cpu;
 mod docs;
+mod hold;
 mod loadgen;
 mod setup;
 mod shell;
@@ -43,6 +44,9 @@ enum Task {
         /// Untraced and tcptrace only, one short round: keeps the command from rotting in CI.
         #[arg(long)]
         smoke: bool,
+        /// Hold N idle connections open beside the churn (a busy host), in helper processes.
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        busy: usize,
     },
     /// The benchmark's load generator (the bench runs it inside its namespace).
     #[command(hide = true)]
@@ -51,6 +55,16 @@ enum Task {
         seconds: f64,
         #[arg(long)]
         clients: usize,
+        #[arg(long)]
+        port: u16,
+    },
+    /// Idle connections for the bench's busy host (it runs several inside its namespace).
+    #[command(hide = true)]
+    Hold {
+        #[arg(long)]
+        connections: usize,
+        #[arg(long)]
+        addr: std::net::Ipv4Addr,
         #[arg(long)]
         port: u16,
     },
@@ -69,10 +83,11 @@ fn main() -> ExitCode {
         Task::Setup => setup::all(),
         Task::Test => tasks::test(),
         Task::Run { args } => tasks::run_tcptrace(&args),
-        Task::Bench { seconds, rounds, smoke } => bench::bench(&bench::Options {
+        Task::Bench { seconds, rounds, smoke, busy } => bench::bench(&bench::Options {
             seconds: seconds.unwrap_or(if smoke { 1.0 } else { 5.0 }),
             rounds: rounds.unwrap_or(if smoke { 1 } else { 3 }),
             smoke,
+            busy,
         }),
         Task::Docs { out } => docs::generate(&out).map(|files| {
             for file in files {
@@ -80,6 +95,7 @@ fn main() -> ExitCode {
             }
         }),
         Task::Loadgen { seconds, clients, port } => loadgen::run(seconds, clients, port),
+        Task::Hold { connections, addr, port } => hold::run(connections, addr, port),
         // The guest command's exit status becomes ours.
         Task::Vm(options) => return vm::run_command(&options).map_or_else(failure, ExitCode::from),
     };
