@@ -1,26 +1,41 @@
 //! `cargo xtask bench`: connection churn untraced and under each tracer, in
 //! one run, alternating subjects round by round, medians reported. Measures;
 //! never fails on a number.
+//!
+//! The headline is what a tracer costs per connection: its own CPU time plus
+//! its eBPF programs' run time (kernel bpf stats, on for the whole bench),
+//! divided by the connections made meanwhile. Each run also says how idle the
+//! CPUs were and where the load generator's time went: the untraced run must
+//! keep the CPUs busy with TCP, or the ratios measure something else.
 use std::{
-    fs::File,
-    io::{BufRead, BufReader},
     path::Path,
-    process::{Child, Command, Stdio},
-    sync::mpsc::{Receiver, channel},
+    process::{Command, Stdio},
     thread,
-    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
 
+use self::tracer::Tracer;
 use crate::{
+    cpu::{BpfStats, Usage},
+    hold::Held,
     setup,
     shell::{found, run, workspace_root},
 };
 
+mod tracer;
+
 const NETNS: &str = "tcptrace-bench";
+/// Below the ephemeral ports (Netns).
 const PORT: u16 = 7000;
-const CLIENTS: usize = 2;
+/// Client threads (and as many server threads) per CPU: with one per CPU,
+/// every thread sometimes waits for a wake-up at once and ~10 % of the CPU
+/// time stays idle; with two, under 1 %.
+const CLIENTS_PER_CPU: usize = 2;
+/// Above this idle share the untraced churn is not CPU-bound: warn.
+const IDLE_WARNING: f64 = 0.10;
+/// Above this share of the CPUs taken by others during a run: say the numbers are disturbed.
+const OTHERS_NOTE: f64 = 0.10;
 
 /// One thing to measure the churn under.
 #[derive(Clone)]
@@ -34,13 +49,40 @@ struct Subject {
 
 #[derive(Default, Clone, Copy)]
 struct Sample {
-    conns_per_s: f64,
+    connections: f64,
+    seconds: f64,
+    /// The host's idle share during the churn.
+    idle: Option<f64>,
+    /// The load generator's CPU time during the churn.
+    loadgen: Usage,
     events: Option<f64>,
     lost: Option<f64>,
+    /// The tracer's CPU time from the start of the churn to its exit.
     cpu_s: Option<f64>,
+    /// Its eBPF programs' run time during the churn.
+    bpf_ms: Option<f64>,
     rss_mb: Option<f64>,
     ready_ms: Option<f64>,
-    bpf_ms: Option<f64>,
+}
+
+impl Sample {
+    fn conns_per_s(&self) -> f64 {
+        self.connections / self.seconds
+    }
+
+    /// CPUs busy with neither the load generator nor the tracer (other
+    /// processes, kernel threads): above a little, the run was disturbed.
+    fn other_cpus(&self) -> Option<f64> {
+        let busy = (1.0 - self.idle?) * cpus() as f64;
+        let ours = self.loadgen.user_s + self.loadgen.system_s + self.cpu_s.unwrap_or(0.0);
+        Some((busy - ours / self.seconds).max(0.0))
+    }
+
+    /// The headline: tracer CPU plus eBPF run time, per connection.
+    fn us_per_conn(&self) -> Option<f64> {
+        let seconds = self.cpu_s? + self.bpf_ms? / 1e3;
+        (self.connections > 0.0).then(|| seconds * 1e6 / self.connections)
+    }
 }
 
 pub struct Options {
@@ -48,9 +90,8 @@ pub struct Options {
     pub rounds: usize,
     /// Only untraced and tcptrace's default mode: the CI smoke run.
     pub smoke: bool,
-    /// Time every eBPF program run (kernel.bpf_stats_enabled) for the "bpf ms"
-    /// column; it costs a little itself, so it is off by default.
-    pub bpf_stats: bool,
+    /// Idle connections held open beside the churn (a busy host); 0: none.
+    pub busy: usize,
 }
 
 pub fn bench(options: &Options) -> Result<()> {
@@ -70,30 +111,37 @@ pub fn bench(options: &Options) -> Result<()> {
         "xtask",
     ]))?;
     let tcptrace = root.join("target/release/tcptrace").to_string_lossy().into_owned();
-    let loadgen = root.join("target/release/xtask");
+    let xtask = root.join("target/release/xtask");
     let subjects = subjects(&tcptrace, options.smoke);
+    let clients = CLIENTS_PER_CPU * cpus();
     let _netns = Netns::create()?;
-    if options.bpf_stats {
-        // Per-program run time in the tracers' fdinfo.
-        std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").context("enable bpf stats")?;
-    }
+    // On for every subject alike (it adds a clock read around each program
+    // run); off again when this is dropped, or when the bench dies.
+    let bpf_stats =
+        BpfStats::enable().inspect_err(|e| eprintln!("xtask: warning: no eBPF run times (BPF_ENABLE_STATS: {e})")).ok();
+    let held = match options.busy {
+        0 => None,
+        n => {
+            eprintln!("xtask: holding {n} idle connections open");
+            Some(Held::open(&xtask, NETNS, n)?)
+        }
+    };
 
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); subjects.len()];
     for round in 1..=options.rounds {
         for (subject, samples) in subjects.iter().zip(samples.iter_mut()) {
             eprintln!("xtask: round {round}/{}: {}", options.rounds, subject.label);
-            let mut sample = measure(subject, &loadgen, options.seconds)?;
-            if !options.bpf_stats {
-                // Without kernel.bpf_stats_enabled the kernel reports 0, not "unknown".
+            let mut sample = measure(subject, &xtask, options.seconds, clients)?;
+            if bpf_stats.is_none() {
+                // Without stats the kernel reports 0, not "unknown".
                 sample.bpf_ms = None;
             }
+            report_run(subject, &sample);
             samples.push(sample);
         }
     }
-    if options.bpf_stats {
-        std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0").context("disable bpf stats")?;
-    }
-    print_table(&subjects, &samples, options);
+    drop(held);
+    print_table(&subjects, &samples, options, clients);
     Ok(())
 }
 
@@ -118,152 +166,78 @@ fn subjects(tcptrace: &str, smoke: bool) -> Vec<Subject> {
     list
 }
 
-fn measure(subject: &Subject, loadgen: &Path, seconds: f64) -> Result<Sample> {
-    let mut tracer = match &subject.command {
-        Some(command) => Some(Tracer::start(command, subject.says_ready)?),
-        None => None,
-    };
-    let churn = churn(loadgen, seconds);
-    let mut sample = Sample { conns_per_s: churn?, ..Sample::default() };
-    if let Some(tracer) = tracer.take() {
-        tracer.stop(&mut sample)?;
+fn measure(subject: &Subject, xtask: &Path, seconds: f64, clients: usize) -> Result<Sample> {
+    let tracer = subject.command.as_ref().map(|command| Tracer::start(command, subject.says_ready)).transpose()?;
+    // What the tracer had used before the churn (loading, attaching) is not its cost per connection.
+    let before = tracer.as_ref().map(Tracer::counters);
+    let mut sample = churn(xtask, seconds, clients)?;
+    if let (Some(tracer), Some(before)) = (tracer, before) {
+        tracer.stop(&mut sample, before)?;
     }
     Ok(sample)
 }
 
-/// Runs the load generator inside the namespace; connections per second.
-fn churn(loadgen: &Path, seconds: f64) -> Result<f64> {
+/// Runs the load generator inside the namespace.
+fn churn(xtask: &Path, seconds: f64, clients: usize) -> Result<Sample> {
     let out = Command::new("ip")
         .args(["netns", "exec", NETNS])
-        .arg(loadgen)
-        .args(["loadgen", "--seconds", &seconds.to_string(), "--clients", &CLIENTS.to_string()])
+        .arg(xtask)
+        .args(["loadgen", "--seconds", &seconds.to_string(), "--clients", &clients.to_string()])
         .args(["--port", &PORT.to_string()])
         .output()?;
     if !out.status.success() {
         bail!("load generator failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let numbers: Vec<f64> = text.split_whitespace().filter_map(|w| w.parse().ok()).collect();
-    match numbers.as_slice() {
-        [connections, elapsed] => Ok(connections / elapsed),
-        _ => bail!("unexpected load generator output: {text}"),
+    parse_loadgen(&text).with_context(|| format!("unexpected load generator output: {text}"))
+}
+
+/// `connections N seconds S user_s U system_s Y idle I` (idle -1: unknown).
+fn parse_loadgen(text: &str) -> Option<Sample> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let value = |key: &str| words.windows(2).find(|w| w[0] == key).and_then(|w| w[1].parse::<f64>().ok());
+    let seconds = value("seconds").filter(|s| *s > 0.0)?;
+    Some(Sample {
+        connections: value("connections")?,
+        seconds,
+        loadgen: Usage { user_s: value("user_s")?, system_s: value("system_s")? },
+        idle: value("idle").filter(|i| *i >= 0.0),
+        ..Sample::default()
+    })
+}
+
+/// One line per run, on stderr; a warning when the untraced run is not CPU-bound.
+fn report_run(subject: &Subject, sample: &Sample) {
+    let idle = sample.idle.map_or("?".to_owned(), |i| format!("{:.1}", i * 100.0));
+    let cost = sample.us_per_conn().map_or(String::new(), |us| format!(", tracer {us:.2} µs CPU per connection"));
+    let others = sample.other_cpus().map_or("?".to_owned(), |c| format!("{c:.2}"));
+    eprintln!(
+        "xtask: {}: {:.0} connections/s{cost}, CPUs {idle} % idle, load generator {:.2} user + {:.2} system CPUs, \
+         others {others} CPUs",
+        subject.label,
+        sample.conns_per_s(),
+        sample.loadgen.user_s / sample.seconds,
+        sample.loadgen.system_s / sample.seconds,
+    );
+    if subject.command.is_none()
+        && let Some(warning) = not_cpu_bound(sample.idle)
+    {
+        eprintln!("xtask: {warning}");
     }
 }
 
-struct Tracer {
-    child: Child,
-    stderr: Receiver<String>,
-    ready_ms: Option<f64>,
+fn not_cpu_bound(idle: Option<f64>) -> Option<String> {
+    let idle = idle.filter(|i| *i > IDLE_WARNING)?;
+    Some(format!(
+        "warning: the untraced churn left the CPUs {:.0} % idle (over {:.0} %): it is not CPU-bound, so the \
+         ratios understate what tracing costs",
+        idle * 100.0,
+        IDLE_WARNING * 100.0
+    ))
 }
 
-impl Tracer {
-    fn start(command: &[String], says_ready: bool) -> Result<Self> {
-        let started = Instant::now();
-        let mut child = Command::new(&command[0])
-            .args(&command[1..])
-            .stdout(File::create("/dev/null")?)
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("start {}", command[0]))?;
-        let (tx, stderr) = channel();
-        let pipe = child.stderr.take().context("stderr")?;
-        thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut tracer = Self { child, stderr, ready_ms: None };
-        if says_ready {
-            tracer.ready_ms = Some(tracer.wait_ready(started)?);
-        } else {
-            // No ready signal to read: give it time to load and attach.
-            thread::sleep(Duration::from_millis(1500));
-        }
-        Ok(tracer)
-    }
-
-    fn wait_ready(&mut self, started: Instant) -> Result<f64> {
-        loop {
-            let line = self.stderr.recv_timeout(Duration::from_secs(20)).context("tracer never got ready")?;
-            if line.contains("ready") {
-                return Ok(started.elapsed().as_secs_f64() * 1000.0);
-            }
-        }
-    }
-
-    /// SIGINT, then what it used (from wait4) and what it said.
-    fn stop(mut self, sample: &mut Sample) -> Result<()> {
-        sample.bpf_ms = bpf_run_time_ms(self.child.id());
-        let pid = self.child.id() as i32;
-        // SAFETY: signalling and reaping our own child.
-        let (status, usage) = unsafe {
-            libc::kill(pid, libc::SIGINT);
-            let mut status = 0;
-            let mut usage: libc::rusage = std::mem::zeroed();
-            if libc::wait4(pid, &mut status, 0, &mut usage) < 0 {
-                bail!("wait4: {}", std::io::Error::last_os_error());
-            }
-            (status, usage)
-        };
-        let _ = self.child.try_wait();
-        let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-        sample.cpu_s = Some(seconds(usage.ru_utime) + seconds(usage.ru_stime));
-        sample.rss_mb = Some(usage.ru_maxrss as f64 / 1024.0);
-        sample.ready_ms = self.ready_ms;
-        let lines: Vec<String> = self.stderr.try_iter().collect();
-        let (events, lost) = parse_counts(&lines);
-        sample.events = events;
-        sample.lost = lost;
-        if !libc::WIFEXITED(status) {
-            eprintln!("xtask: tracer ended by signal; stderr: {}", lines.join(" | "));
-        }
-        Ok(())
-    }
-}
-
-/// tcptrace: "tcptrace: N events, M lost, ..."; libbpf-tools: "lost N events ...".
-fn parse_counts(lines: &[String]) -> (Option<f64>, Option<f64>) {
-    let number_after = |line: &str, word: &str| -> Option<f64> {
-        let mut words = line.split([' ', ',']).filter(|w| !w.is_empty());
-        let mut previous = None;
-        for w in words.by_ref() {
-            if w == word {
-                return previous;
-            }
-            previous = w.parse().ok();
-        }
-        None
-    };
-    let mut events = None;
-    let mut lost = None;
-    for line in lines {
-        if let Some(summary) = line.strip_prefix("tcptrace: ").filter(|l| l.contains(" events, ")) {
-            events = number_after(summary, "events");
-            lost = number_after(summary, "lost");
-        } else if let Some(rest) = line.trim().strip_prefix("lost ") {
-            let n: f64 = rest.split_whitespace().next().and_then(|w| w.parse().ok()).unwrap_or(0.0);
-            lost = Some(lost.unwrap_or(0.0) + n);
-        }
-    }
-    (events, lost)
-}
-
-/// Total run time of the eBPF programs a process holds (needs bpf_stats_enabled).
-fn bpf_run_time_ms(pid: u32) -> Option<f64> {
-    let dir = std::fs::read_dir(format!("/proc/{pid}/fdinfo")).ok()?;
-    let mut total_ns = 0u64;
-    let mut seen = false;
-    for entry in dir.flatten() {
-        let info = std::fs::read_to_string(entry.path()).unwrap_or_default();
-        if !info.contains("prog_id:") {
-            continue;
-        }
-        for value in info.lines().filter_map(|l| l.strip_prefix("run_time_ns:")) {
-            total_ns += value.trim().parse::<u64>().unwrap_or(0);
-            seen = true;
-        }
-    }
-    seen.then(|| total_ns as f64 / 1e6)
+fn cpus() -> usize {
+    thread::available_parallelism().map_or(1, usize::from)
 }
 
 fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
@@ -276,49 +250,75 @@ fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
 }
 
 #[expect(clippy::print_stdout, reason = "the table is the bench's output")]
-fn print_table(subjects: &[Subject], samples: &[Vec<Sample>], options: &Options) {
-    let untraced = median(samples[0].iter().map(|s| s.conns_per_s)).unwrap_or(f64::NAN);
+fn print_table(subjects: &[Subject], samples: &[Vec<Sample>], options: &Options, clients: usize) {
+    let untraced = median(samples[0].iter().map(Sample::conns_per_s)).unwrap_or(f64::NAN);
     println!(
-        "\n{} rounds of {} s, {CLIENTS} client threads, medians; {}",
+        "\n{} round{} of {} s, {} CPUs, {clients} client and {clients} server threads (server closes first), {} \
+         idle connections held open, eBPF stats on; medians; {}",
         options.rounds,
+        if options.rounds == 1 { "" } else { "s" },
         options.seconds,
+        cpus(),
+        options.busy,
         humantime::format_rfc3339_seconds(std::time::SystemTime::now())
     );
-    println!("| tracer | connections/s | ratio | events | lost | tracer CPU s | bpf ms | peak RSS MB | ready ms |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| tracer | connections/s | ratio | CPU µs/conn | tracer CPU s | bpf ms | events | lost | peak RSS MB | ready ms \
+         | idle % | load generator user + system CPUs |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let cell = |value: Option<f64>, digits: usize| value.map_or("-".to_owned(), |v| format!("{v:.digits$}"));
     for (subject, samples) in subjects.iter().zip(samples) {
-        let rate = median(samples.iter().map(|s| s.conns_per_s));
-        let pick = |f: fn(&Sample) -> Option<f64>| median(samples.iter().filter_map(f));
+        let pick = |f: &dyn Fn(&Sample) -> Option<f64>| median(samples.iter().filter_map(f));
+        let rate = pick(&|s| Some(s.conns_per_s()));
+        let loadgen_user = pick(&|s| Some(s.loadgen.user_s / s.seconds));
+        let loadgen_system = pick(&|s| Some(s.loadgen.system_s / s.seconds));
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} + {} |",
             subject.label,
             cell(rate, 0),
             cell(rate.map(|r| r / untraced), 2),
-            cell(pick(|s| s.events), 0),
-            cell(pick(|s| s.lost), 0),
-            cell(pick(|s| s.cpu_s), 2),
-            cell(pick(|s| s.bpf_ms), 0),
-            cell(pick(|s| s.rss_mb), 1),
-            cell(pick(|s| s.ready_ms), 0),
+            cell(pick(&Sample::us_per_conn), 2),
+            cell(pick(&|s| s.cpu_s), 2),
+            cell(pick(&|s| s.bpf_ms), 0),
+            cell(pick(&|s| s.events), 0),
+            cell(pick(&|s| s.lost), 0),
+            cell(pick(&|s| s.rss_mb), 1),
+            cell(pick(&|s| s.ready_ms), 0),
+            cell(pick(&|s| s.idle.map(|i| i * 100.0)), 1),
+            cell(loadgen_user, 2),
+            cell(loadgen_system, 2),
+        );
+    }
+    if let Some(warning) = not_cpu_bound(median(samples[0].iter().filter_map(|s| s.idle))) {
+        println!("\n{warning}");
+    }
+    let others = samples.iter().flatten().filter_map(Sample::other_cpus).fold(0.0, f64::max);
+    if others > OTHERS_NOTE * cpus() as f64 {
+        println!(
+            "\nnote: other processes and kernel threads took up to {others:.2} CPUs during a run: these numbers are \
+             disturbed; compare them only with a quiet run's"
         );
     }
 }
 
-/// The benchmark's own namespace, with TIME_WAIT reuse so ports do not run out.
+/// The benchmark's own namespace. The server closes first, so TIME_WAIT sits
+/// on its side; a wide port range and TIME_WAIT reuse keep the clients' ports
+/// out of the way all the same. Ephemeral ports start above the listeners'
+/// (PORT, and the busy host's holders), or a held connection could take one.
 struct Netns;
 
 impl Netns {
     fn create() -> Result<Self> {
+        if !found("ip") {
+            bail!("ip (iproute2) is missing");
+        }
         let _ = Command::new("ip").args(["netns", "del", NETNS]).stderr(Stdio::null()).status();
         run(Command::new("ip").args(["netns", "add", NETNS]))?;
         let exec = |args: &[&str]| run(Command::new("ip").args(["netns", "exec", NETNS]).args(args));
         exec(&["ip", "link", "set", "lo", "up"])?;
         exec(&["sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1"])?;
-        exec(&["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65535"])?;
-        if !found("ip") {
-            bail!("ip (iproute2) is missing");
-        }
+        exec(&["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=10000 65535"])?;
         Ok(Self)
     }
 }
@@ -331,7 +331,7 @@ impl Drop for Netns {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{tracer::parse_counts, *};
 
     #[test]
     fn parses_tracer_summaries() {
@@ -340,5 +340,28 @@ mod tests {
         let peer = ["lost 10 events on CPU #0".to_owned(), "lost 5 events on CPU #1".to_owned()];
         assert_eq!(parse_counts(&peer), (None, Some(15.0)));
         assert_eq!(median([3.0, 1.0, 2.0].into_iter()), Some(2.0));
+    }
+
+    #[test]
+    fn parses_load_generator_report() {
+        let sample = parse_loadgen("connections 1000 seconds 2.000 user_s 0.100 system_s 1.500 idle 0.0250\n")
+            .expect("a report");
+        assert_eq!((sample.connections, sample.seconds, sample.idle), (1000.0, 2.0, Some(0.025)));
+        assert_eq!((sample.loadgen.user_s, sample.loadgen.system_s), (0.1, 1.5));
+        assert_eq!(sample.conns_per_s(), 500.0);
+        let unknown_idle = parse_loadgen("connections 1 seconds 1 user_s 0 system_s 0 idle -1.0000").expect("a report");
+        assert_eq!(unknown_idle.idle, None);
+        assert!(parse_loadgen("connections 5 seconds 0.000 user_s 0 system_s 0 idle 0").is_none());
+        assert!(parse_loadgen("connections 5 seconds 2").is_none());
+    }
+
+    #[test]
+    fn cost_per_connection_adds_tracer_and_bpf_time() {
+        let sample = Sample { connections: 100_000.0, cpu_s: Some(0.5), bpf_ms: Some(100.0), ..Sample::default() };
+        assert_eq!(sample.us_per_conn(), Some(6.0));
+        assert_eq!(Sample { cpu_s: None, ..sample }.us_per_conn(), None);
+        assert!(not_cpu_bound(Some(0.05)).is_none());
+        assert!(not_cpu_bound(Some(0.25)).is_some_and(|w| w.contains("25 %")));
+        assert!(not_cpu_bound(None).is_none());
     }
 }

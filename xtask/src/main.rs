@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod cpu;
 mod docs;
+mod hold;
 mod loadgen;
 mod setup;
 mod shell;
@@ -33,18 +35,18 @@ enum Task {
     },
     /// Measure connection churn untraced and under tcptrace and its peers (table on stdout).
     Bench {
-        /// Seconds of churn per measurement.
-        #[arg(long, default_value_t = 5.0)]
-        seconds: f64,
-        /// Rounds over all subjects, alternating; medians are reported.
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
-        /// Untraced and tcptrace only, briefly: keeps the command from rotting in CI.
+        /// Seconds of churn per measurement [default: 5; 1 with --smoke].
+        #[arg(long)]
+        seconds: Option<f64>,
+        /// Rounds over all subjects, alternating; medians are reported [default: 3; 1 with --smoke].
+        #[arg(long)]
+        rounds: Option<usize>,
+        /// Untraced and tcptrace only, one short round: keeps the command from rotting in CI.
         #[arg(long)]
         smoke: bool,
-        /// Also time the tracers' eBPF programs (kernel.bpf_stats_enabled; adds a little cost).
-        #[arg(long)]
-        bpf_stats: bool,
+        /// Hold N idle connections open beside the churn (a busy host), in helper processes.
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        busy: usize,
     },
     /// The benchmark's load generator (the bench runs it inside its namespace).
     #[command(hide = true)]
@@ -53,6 +55,16 @@ enum Task {
         seconds: f64,
         #[arg(long)]
         clients: usize,
+        #[arg(long)]
+        port: u16,
+    },
+    /// Idle connections for the bench's busy host (it runs several inside its namespace).
+    #[command(hide = true)]
+    Hold {
+        #[arg(long)]
+        connections: usize,
+        #[arg(long)]
+        addr: std::net::Ipv4Addr,
         #[arg(long)]
         port: u16,
     },
@@ -71,15 +83,19 @@ fn main() -> ExitCode {
         Task::Setup => setup::all(),
         Task::Test => tasks::test(),
         Task::Run { args } => tasks::run_tcptrace(&args),
-        Task::Bench { seconds, rounds, smoke, bpf_stats } => {
-            bench::bench(&bench::Options { seconds, rounds, smoke, bpf_stats })
-        }
+        Task::Bench { seconds, rounds, smoke, busy } => bench::bench(&bench::Options {
+            seconds: seconds.unwrap_or(if smoke { 1.0 } else { 5.0 }),
+            rounds: rounds.unwrap_or(if smoke { 1 } else { 3 }),
+            smoke,
+            busy,
+        }),
         Task::Docs { out } => docs::generate(&out).map(|files| {
             for file in files {
                 eprintln!("xtask: wrote {}", file.display());
             }
         }),
         Task::Loadgen { seconds, clients, port } => loadgen::run(seconds, clients, port),
+        Task::Hold { connections, addr, port } => hold::run(connections, addr, port),
         // The guest command's exit status becomes ours.
         Task::Vm(options) => return vm::run_command(&options).map_or_else(failure, ExitCode::from),
     };

@@ -36,7 +36,7 @@ pub fn test() -> Result<()> {
     run(&mut cargo_test)?;
     kernel_tests()?;
     // A short run so the benchmark command cannot rot; its numbers mean nothing here.
-    bench::bench(&bench::Options { seconds: 1.0, rounds: 1, smoke: true, bpf_stats: false })
+    bench::bench(&bench::Options { seconds: 1.0, rounds: 1, smoke: true, busy: 0 })
 }
 
 /// The feature that builds the real-kernel tests (they need root).
