@@ -44,6 +44,21 @@ const LOSS_CHECK: Duration = Duration::from_secs(1);
 /// drain finds nothing. Bounds how late an event appears on a busy host; an
 /// idle one wakes us only for the loss check.
 const BATCH_EVERY: Duration = Duration::from_millis(10);
+/// A drain this large means a burst: look again sooner, so the ring keeps
+/// room while the host is busy (4,096 records are about 650 KB of 16 MiB).
+const BURST_RECORDS: u64 = 4096;
+const BURST_BATCH_EVERY: Duration = Duration::from_millis(2);
+
+/// When to drain next after a drain that took `drained` records; None: wait
+/// for the kernel's wake-up.
+fn next_drain(drained: u64) -> Option<tokio::time::Instant> {
+    let after = match drained {
+        0 => return None,
+        n if n >= BURST_RECORDS => BURST_BATCH_EVERY,
+        _ => BATCH_EVERY,
+    };
+    Some(tokio::time::Instant::now() + after)
+}
 
 pub async fn run<W: Write>(config: &Config, out: W) -> Result<Summary, RunError> {
     let started = std::time::Instant::now();
@@ -79,11 +94,11 @@ pub async fn run<W: Write>(config: &Config, out: W) -> Result<Summary, RunError>
                 let mut guard = guard.map_err(RunError::Poll)?;
                 guard.clear_ready();
                 let drained = drain(guard.get_inner_mut(), &decoder, &mut resolver, writer.as_mut(), &mut summary, limit)?;
-                batching = (drained > 0).then(|| tokio::time::Instant::now() + BATCH_EVERY);
+                batching = next_drain(drained);
             }
             () = sleep_until_some(batching) => {
                 let drained = drain(ring.get_mut(), &decoder, &mut resolver, writer.as_mut(), &mut summary, limit)?;
-                batching = (drained > 0).then(|| tokio::time::Instant::now() + BATCH_EVERY);
+                batching = next_drain(drained);
             }
             _ = loss_check.tick() => report_losses(&counters, &mut summary, writer.as_mut())?,
             _ = sigint.recv() => break,
