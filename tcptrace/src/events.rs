@@ -63,6 +63,9 @@ pub struct ConnEvent {
     pub detail: Detail,
     /// The owner as the host knows it; filled by the session (identity.rs).
     pub identity: Identity,
+    /// The server side's port and its service name, when it has one
+    /// (services.rs); filled by the session.
+    pub service: Option<(u16, std::sync::Arc<str>)>,
 }
 
 impl ConnEvent {
@@ -131,6 +134,7 @@ impl Decoder {
             age,
             detail: self.detail(kind, &raw, direction),
             identity: Identity::default(),
+            service: None,
         })
     }
 

@@ -17,6 +17,7 @@ pub mod model;
 pub mod output;
 pub mod probe;
 pub mod procfs;
+pub mod services;
 pub mod session;
 pub mod sockdiag;
 pub mod tracefs;

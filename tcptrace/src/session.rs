@@ -19,6 +19,7 @@ use crate::{
     identity::Resolver,
     loader::{self, Tracer},
     output::{self, EventWriter, LossReason, RunInfo},
+    services::Services,
 };
 
 /// What a session did, for the closing line on stderr.
@@ -81,6 +82,7 @@ pub async fn run<W: Write>(config: &Config, out: W) -> Result<Summary, RunError>
 
     let decoder = Decoder::from_clocks(tracer.reset_reasons.clone());
     let mut resolver = Resolver::new();
+    let services = Services::from_host();
     let mut writer = output::writer(config.format, out, own_netns(), config.wide);
     let mut summary = Summary::default();
     let limit = config.count.map_or(u64::MAX, |n| n.get());
@@ -93,11 +95,11 @@ pub async fn run<W: Write>(config: &Config, out: W) -> Result<Summary, RunError>
             guard = ring.readable_mut(), if batching.is_none() => {
                 let mut guard = guard.map_err(RunError::Poll)?;
                 guard.clear_ready();
-                let drained = drain(guard.get_inner_mut(), &decoder, &mut resolver, writer.as_mut(), &mut summary, limit)?;
+                let drained = drain(guard.get_inner_mut(), &decoder, &mut resolver, &services, writer.as_mut(), &mut summary, limit)?;
                 batching = next_drain(drained);
             }
             () = sleep_until_some(batching) => {
-                let drained = drain(ring.get_mut(), &decoder, &mut resolver, writer.as_mut(), &mut summary, limit)?;
+                let drained = drain(ring.get_mut(), &decoder, &mut resolver, &services, writer.as_mut(), &mut summary, limit)?;
                 batching = next_drain(drained);
             }
             _ = loss_check.tick() => report_losses(&counters, &mut summary, writer.as_mut())?,
@@ -106,7 +108,7 @@ pub async fn run<W: Write>(config: &Config, out: W) -> Result<Summary, RunError>
         }
     }
     // What the kernel queued before we stopped still goes out.
-    drain(ring.get_mut(), &decoder, &mut resolver, writer.as_mut(), &mut summary, limit)?;
+    drain(ring.get_mut(), &decoder, &mut resolver, &services, writer.as_mut(), &mut summary, limit)?;
     report_losses(&counters, &mut summary, writer.as_mut())?;
     writer.stop(SystemTime::now(), &summary).and_then(|()| writer.flush()).map_err(RunError::Output)?;
     drop(tracer);
@@ -127,6 +129,7 @@ fn drain(
     ring: &mut RingBuf<MapData>,
     decoder: &Decoder,
     resolver: &mut Resolver,
+    services: &Services,
     writer: &mut dyn EventWriter,
     summary: &mut Summary,
     limit: u64,
@@ -141,6 +144,7 @@ fn drain(
                 if let Some(owner) = &event.owner {
                     event.identity = resolver.identify(owner);
                 }
+                event.service = services.of(&event);
                 writer.event(&event).map_err(RunError::Output)?;
                 summary.events += 1;
                 wrote = true;

@@ -196,3 +196,36 @@ fn ipv4_mapped_ipv6_server() {
     assert_eq!((&client_side["family"], &client_side["laddr"]), (&Value::from("ipv4"), &Value::from("127.0.0.1")));
     tracer.stop();
 }
+
+/// A web server on port 80: both ends name the service, as /etc/services
+/// (or the built-in table) calls it, and the human columns show it in place
+/// of the server's port.
+#[test]
+fn a_port_80_server_is_named_http() {
+    require_root();
+    let ns = Netns::new();
+    let json = Tracer::start(&["-P", "80"]);
+    let human = Tracer::start_with(&["-o", "human"], &["-P", "80", "--netns", &ns.name]);
+    let mut server = ns.server("127.0.0.2", 80, 1);
+    let (_, client_port) = ns.client("127.0.0.2", 80);
+    assert!(server.wait().success());
+    let events = json.wait_for("both ends to close", |ev| count(ev, ns.inode, 80, "close") == 2);
+    let ours = of_port(&events, ns.inode, 80);
+    assert!(ours.len() >= 6, "{}", support::dump(&events));
+    for event in &ours {
+        assert_eq!(event["service"], "http", "{event}");
+    }
+    let client_close = ours.iter().find(|e| e["event"] == "close" && e["lport"] == client_port).expect("client close");
+    assert_eq!((&client_close["rport"], &client_close["direction"]), (&Value::from(80), &Value::from("outbound")));
+    let deadline = std::time::Instant::now() + support::PATIENCE;
+    while human.stdout_lines().iter().filter(|l| l.starts_with(|c: char| c.is_ascii_digit())).count() < 6
+        && std::time::Instant::now() < deadline
+    {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let lines = human.stdout_lines();
+    let connect = lines.iter().find(|l| l.contains(" connect ")).expect("a connect line");
+    assert!(connect.contains(&format!(":{client_port} ")) && connect.contains(" 127.0.0.2:http "), "{connect}");
+    json.stop();
+    human.stop();
+}

@@ -6,7 +6,7 @@ use std::{
 
 use super::{EventWriter, LossReason, RunInfo};
 use crate::{
-    events::{ConnEvent, Detail},
+    events::{ConnEvent, Detail, Direction},
     session::Summary,
 };
 
@@ -19,6 +19,27 @@ pub struct HumanWriter<W: Write> {
 impl<W: Write> HumanWriter<W> {
     pub fn new(out: W, own_netns: u32, wide: bool) -> Self {
         Self { out, own_netns, wide }
+    }
+}
+
+/// Both addresses, the server side's port by its service name, as `ss`
+/// prints it (`127.0.0.1:http`); JSON keeps the number.
+fn endpoints(event: &ConnEvent) -> (String, String) {
+    let plain = |addr: std::net::SocketAddr| addr.to_string();
+    let named = |addr: std::net::SocketAddr, name: &str| match addr {
+        std::net::SocketAddr::V4(v4) => format!("{}:{name}", v4.ip()),
+        std::net::SocketAddr::V6(v6) => format!("[{}]:{name}", v6.ip()),
+    };
+    let Some((port, name)) = &event.service else { return (plain(event.local), plain(event.remote)) };
+    let local_is_server = match event.direction {
+        Direction::Inbound => true,
+        Direction::Outbound => false,
+        Direction::Unknown => event.local.port() == *port,
+    };
+    if local_is_server {
+        (named(event.local, name), plain(event.remote))
+    } else {
+        (plain(event.local), named(event.remote, name))
     }
 }
 
@@ -87,10 +108,11 @@ impl<W: Write> EventWriter for HumanWriter<W> {
             None => write!(out, "{:>7} {:<15} ", "-", "-")?,
         }
         let foreign_netns = event.netns.filter(|&netns| netns != self.own_netns);
+        let (local, remote) = endpoints(event);
         if matches!(event.detail, Detail::None) && foreign_netns.is_none() && !self.wide {
-            write!(out, "{:<23} {}", event.local, event.remote)?;
+            write!(out, "{local:<23} {remote}")?;
         } else {
-            write!(out, "{:<23} {:<23}", event.local, event.remote)?;
+            write!(out, "{local:<23} {remote:<23}")?;
         }
         write_detail(out, event)?;
         if let Some(netns) = foreign_netns {

@@ -101,6 +101,16 @@ pub(crate) mod samples {
     /// The story of a loopback connection as the kernel side reports it, plus
     /// one of every other kind.
     pub fn story() -> Vec<ConnEvent> {
+        // As on Debian, whose /etc/services names port 8000.
+        let services = crate::services::Services::parse("irdmi 8000/tcp");
+        let mut events = story_without_services();
+        for event in &mut events {
+            event.service = services.of(event);
+        }
+        events
+    }
+
+    fn story_without_services() -> Vec<ConnEvent> {
         let base = SystemTime::UNIX_EPOCH + Duration::new(1_764_000_000, 123_456_789);
         let client = Some(Owner { cgroup_id: 7, pid: 4242, uid: 1000, comm: Comm::new("curl") });
         let server = Some(Owner { cgroup_id: 9, pid: 777, uid: 0, comm: Comm::new("python3") });
@@ -134,6 +144,7 @@ pub(crate) mod samples {
                 age: age_us.map(Duration::from_micros),
                 detail,
                 identity: identity(owner),
+                service: None,
             }
         };
         let close = |closed_by, kind, bytes_sent, bytes_received| {
