@@ -111,9 +111,12 @@ pub mod flags {
     pub const RST_SENT: u8 = 8;
     /// The peer's RST arrived.
     pub const RST_RECEIVED: u8 = 16;
-    /// The peer acknowledged our FIN (it counts in tcp_sock.bytes_acked).
+    /// Close: this socket sent a FIN and the peer acknowledged it, so the
+    /// FIN's sequence number counts in tcp_sock.bytes_acked.
     pub const FIN_ACKED: u8 = 32;
-    /// The peer's FIN arrived (it counts in tcp_sock.bytes_received).
+    /// Close: the peer's FIN reached this socket in order (tcp_fin ran and set
+    /// SOCK_DONE), so its sequence number counts in tcp_sock.bytes_received.
+    /// Not so for a FIN that a TIME_WAIT mini-socket took over.
     pub const FIN_RECEIVED: u8 = 64;
 }
 
@@ -130,10 +133,10 @@ pub struct Event {
     /// it into a connection id and never prints it: that would leak KASLR.
     pub sock_addr: u64,
     /// Close: sequence space the peer acknowledged (tcp_sock.bytes_acked:
-    /// data, plus one for an active open's SYN and one for an acked FIN).
+    /// data, plus one for an active open's SYN and one if `flags::FIN_ACKED`).
     pub bytes_acked: u64,
     /// Close: sequence space received in order (tcp_sock.bytes_received:
-    /// data, plus one for the peer's FIN).
+    /// data, plus one if `flags::FIN_RECEIVED`).
     pub bytes_received: u64,
     /// Owning process's cgroup (v2) id: the inode number of its directory
     /// under /sys/fs/cgroup; 0 if unknown.
@@ -221,10 +224,20 @@ pub struct KernelOffsets {
     pub socket_sk: u32,
     /// `sock.sk_err`: the error a process would see.
     pub sock_err: u32,
+    /// `sock.__sk_common.skc_flags` (`sk_flags`), a bit set of `enum sock_flags`.
+    pub sock_flags: u32,
+    /// Not an offset: the bit of `sk_flags` that tcp_fin sets when the peer's
+    /// FIN arrives (`enum sock_flags` SOCK_DONE).
+    pub sock_flag_done: u32,
     /// `tcp_sock.bytes_acked`.
     pub tcp_bytes_acked: u32,
     /// `tcp_sock.bytes_received`.
     pub tcp_bytes_received: u32,
+    /// `tcp_sock.snd_una`: the first sequence number the peer has not acknowledged.
+    pub tcp_snd_una: u32,
+    /// `tcp_sock.write_seq`: one past the last sequence number queued to
+    /// send (our FIN included, once queued).
+    pub tcp_write_seq: u32,
     /// `tcp_sock.segs_out`.
     pub tcp_segs_out: u32,
     /// `tcp_sock.segs_in`.
@@ -255,7 +268,7 @@ pub struct LoadConfig {
     pub _pad: [u8; 3],
 }
 
-const _: () = assert!(core::mem::size_of::<LoadConfig>() == 17 * 4 + 12);
+const _: () = assert!(core::mem::size_of::<LoadConfig>() == 21 * 4 + 12);
 
 /// `LoadConfig::filters` bits, each naming the kernel map that holds its values.
 pub mod filter {
@@ -347,10 +360,10 @@ mod tests {
 
     #[test]
     fn load_config_has_no_implicit_padding() {
-        assert_eq!(core::mem::size_of::<KernelOffsets>(), 17 * 4);
-        assert_eq!(offset_of!(LoadConfig, events), 17 * 4);
-        assert_eq!(offset_of!(LoadConfig, filters), 17 * 4 + 4);
-        assert_eq!(offset_of!(LoadConfig, _pad), 17 * 4 + 9);
+        assert_eq!(core::mem::size_of::<KernelOffsets>(), 21 * 4);
+        assert_eq!(offset_of!(LoadConfig, events), 21 * 4);
+        assert_eq!(offset_of!(LoadConfig, filters), 21 * 4 + 4);
+        assert_eq!(offset_of!(LoadConfig, _pad), 21 * 4 + 9);
     }
 }
 

@@ -1,6 +1,6 @@
 //! Reads of kernel structs at offsets userspace found in the running kernel's BTF.
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
-use tcptrace_common::Event;
+use tcptrace_common::{Event, flags, tcp_state as tcp};
 
 use crate::maps::config;
 
@@ -46,15 +46,47 @@ pub fn synack_rtt_us(sk: u64) -> u32 {
     srtt8.div_ceil(8)
 }
 
-/// Copies the connection's counters and error into its template, at close.
-pub fn fill_close_stats(sk: u64, conn: &mut Event) {
+/// Copies the connection's counters and error into its template as it enters
+/// CLOSE from `old`, with what the byte counters hold besides data.
+pub fn fill_close_stats(sk: u64, conn: &mut Event, old: u8) {
     conn.bytes_acked = read(sk, config!(offsets.tcp_bytes_acked)).unwrap_or(0);
     conn.bytes_received = read(sk, config!(offsets.tcp_bytes_received)).unwrap_or(0);
+    if fin_acked(sk, old) {
+        conn.flags |= flags::FIN_ACKED;
+    }
+    if fin_received(sk) {
+        conn.flags |= flags::FIN_RECEIVED;
+    }
     conn.segs_out = read(sk, config!(offsets.tcp_segs_out)).unwrap_or(0);
     conn.segs_in = read(sk, config!(offsets.tcp_segs_in)).unwrap_or(0);
     conn.retransmits = read(sk, config!(offsets.tcp_total_retrans)).unwrap_or(0);
     conn.srtt_us = read::<u32>(sk, config!(offsets.tcp_srtt_us)).unwrap_or(0) >> 3;
     conn.error = read::<i32>(sk, config!(offsets.sock_err)).unwrap_or(0).unsigned_abs();
+}
+
+/// Whether our FIN counts in bytes_acked. A socket that sent its FIN stays in
+/// FIN_WAIT1, FIN_WAIT2, CLOSING or LAST_ACK until CLOSE (tcp_close_state,
+/// then tcp_send_fin, which takes a sequence number: write_seq + 1), and the
+/// FIN is acknowledged exactly when snd_una has reached write_seq. Which
+/// transition got there says nothing: a RST or a timeout in LAST_ACK leaves
+/// the FIN unacknowledged, a RST in FIN_WAIT2 finds it acknowledged.
+fn fin_acked(sk: u64, old: u8) -> bool {
+    if !matches!(old, tcp::FIN_WAIT1 | tcp::FIN_WAIT2 | tcp::CLOSING | tcp::LAST_ACK) {
+        return false;
+    }
+    let snd_una = read::<u32>(sk, config!(offsets.tcp_snd_una));
+    let write_seq = read::<u32>(sk, config!(offsets.tcp_write_seq));
+    matches!((snd_una, write_seq), (Ok(una), Ok(write)) if una == write)
+}
+
+/// Whether the peer's FIN counts in bytes_received: tcp_fin, which runs right
+/// after the FIN advanced rcv_nxt, sets SOCK_DONE. The state path cannot
+/// tell: FIN_WAIT2 -> CLOSE is also an orphaned socket handing over to a
+/// TIME_WAIT mini-socket before the peer's FIN comes, which the full socket
+/// never counts.
+fn fin_received(sk: u64) -> bool {
+    let sk_flags: u64 = read(sk, config!(offsets.sock_flags)).unwrap_or(0);
+    (sk_flags >> (config!(offsets.sock_flag_done) & 63)) & 1 != 0
 }
 
 /// The `struct sock` behind file descriptor `fd` of the current task.

@@ -104,23 +104,12 @@ fn try_state(ctx: &TracePointContext) -> Result<(), i64> {
             emit(conn, kind::ESTABLISHED, now, old);
         }
         (tcp::ESTABLISHED, tcp::FIN_WAIT1) => closed_by(conn, side::LOCAL),
-        (tcp::ESTABLISHED, tcp::CLOSE_WAIT) => {
-            closed_by(conn, side::REMOTE);
-            conn.flags |= flags::FIN_RECEIVED;
-        }
-        (tcp::FIN_WAIT1, tcp::FIN_WAIT2) => conn.flags |= flags::FIN_ACKED,
-        (tcp::FIN_WAIT1, tcp::CLOSING) => conn.flags |= flags::FIN_RECEIVED,
+        (tcp::ESTABLISHED, tcp::CLOSE_WAIT) => closed_by(conn, side::REMOTE),
         (_, tcp::CLOSE) if old != tcp::CLOSE => {
-            match old {
-                tcp::LAST_ACK | tcp::CLOSING => conn.flags |= flags::FIN_ACKED,
-                // Into TIME_WAIT: the peer's FIN arrived.
-                tcp::FIN_WAIT2 => conn.flags |= flags::FIN_RECEIVED,
-                _ => {}
-            }
             // Without a FIN exchange first, this end is aborting (its RST
             // follows), unless the peer's RST or a timeout got here first.
             closed_by(conn, if conn.flags & flags::RST_RECEIVED != 0 { side::REMOTE } else { side::LOCAL });
-            fill_close_stats(sk, conn);
+            fill_close_stats(sk, conn, old);
             let ending = if conn.flags & flags::ESTABLISHED != 0 { kind::CLOSE } else { kind::FAILED };
             emit(conn, ending, now, old);
             let _ = PENDING_CONNECT.remove(&sk);

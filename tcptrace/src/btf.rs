@@ -1,6 +1,7 @@
-//! Just enough of a BTF reader to find struct member offsets in the running
-//! kernel (`/sys/kernel/btf/vmlinux`). Rust eBPF gets no CO-RE relocations, so
-//! the offsets the kernel programs use are looked up here and passed at load.
+//! Just enough of a BTF reader to find struct member offsets and enum values in
+//! the running kernel (`/sys/kernel/btf/vmlinux`). Rust eBPF gets no CO-RE
+//! relocations, so what the kernel programs use is looked up here and passed
+//! at load.
 use std::{fs::File, ops::Deref, path::Path};
 
 use memmap2::{Mmap, MmapOptions};
@@ -167,11 +168,11 @@ impl Btf {
         None
     }
 
-    /// The id of the first type of `kind` named `name` (with members, for structs).
+    /// The id of the first type of `kind` named `name` (with members, for structs and enums).
     fn find(&self, kind: u32, name: &str) -> Option<(u32, Type)> {
         (1..self.records.len() as u32).find_map(|id| {
             let ty = self.type_by_id(id)?;
-            let complete = kind != KIND_STRUCT || ty.vlen > 0;
+            let complete = !matches!(kind, KIND_STRUCT | KIND_ENUM | KIND_ENUM64) || ty.vlen > 0;
             (ty.kind == kind && complete && self.name_is(ty.name_off, name)).then_some((id, ty))
         })
     }
@@ -199,6 +200,25 @@ impl Btf {
         None
     }
 
+    /// The value of `name` in `enum enum_name` (sock_flags, SOCK_DONE).
+    pub fn enum_value(&self, enum_name: &str, name: &str) -> Result<u64, BtfError> {
+        let missing = || BtfError::MissingEnumerator { enumeration: enum_name.to_owned(), name: name.to_owned() };
+        let (_, ty) =
+            self.find(KIND_ENUM, enum_name).or_else(|| self.find(KIND_ENUM64, enum_name)).ok_or_else(missing)?;
+        // Each enumerator: its name, then the value in 32 bits (ENUM) or as
+        // low and high halves (ENUM64).
+        let size = if ty.kind == KIND_ENUM64 { 12 } else { 8 };
+        (0..ty.vlen)
+            .map(|i| ty.trailing_at + i * size)
+            .find(|&at| u32_at(&self.data, at).is_ok_and(|name_off| self.name_is(name_off, name)))
+            .map(|at| {
+                let low = u64::from(u32_at(&self.data, at + 4)?);
+                let high = if size == 12 { u64::from(u32_at(&self.data, at + 8)?) } else { 0 };
+                Ok(high << 32 | low)
+            })
+            .ok_or_else(missing)?
+    }
+
     /// Byte offset of `path` ("ns.inum") inside `struct struct_name`.
     pub fn offset_of(&self, struct_name: &str, path: &str) -> Result<u32, BtfError> {
         let missing = || BtfError::MissingMember { structure: struct_name.to_owned(), member: path.to_owned() };
@@ -224,9 +244,10 @@ mod tests {
     use super::*;
 
     /// A hand-built BTF blob: `struct outer { int a; union { int b; struct inner c; }; }`
-    /// with `struct inner { int x; int y; }`, as the kernel would lay it out.
+    /// with `struct inner { int x; int y; }`, as the kernel would lay it out,
+    /// and `enum flags { DEAD, DONE }`.
     fn sample() -> Vec<u8> {
-        let strings = b"\0int\0outer\0a\0b\0c\0inner\0x\0y\0".to_vec();
+        let strings = b"\0int\0outer\0a\0b\0c\0inner\0x\0y\0flags\0DEAD\0DONE\0".to_vec();
         let s = |name: &str| {
             let needle = format!("\0{name}\0");
             strings.windows(needle.len()).position(|w| w == needle.as_bytes()).map(|p| p as u32 + 1).unwrap_or(0)
@@ -237,6 +258,7 @@ mod tests {
         push(&[s("inner"), (KIND_STRUCT << 24) | 2, 8, s("x"), 1, 0, s("y"), 1, 32]); // 2
         push(&[0, (KIND_UNION << 24) | 2, 8, s("b"), 1, 0, s("c"), 2, 0]); // 3: anonymous union
         push(&[s("outer"), (KIND_STRUCT << 24) | 2, 12, s("a"), 1, 0, 0, 3, 32]); // 4
+        push(&[s("flags"), (KIND_ENUM << 24) | 2, 4, s("DEAD"), 0, s("DONE"), 1]); // 5
         let mut out = Vec::new();
         out.extend_from_slice(&MAGIC.to_ne_bytes());
         out.extend_from_slice(&[1, 0]);
@@ -256,6 +278,15 @@ mod tests {
         assert_eq!(btf.offset_of("outer", "c.y").expect("c.y"), 8);
         assert!(matches!(btf.offset_of("outer", "nope"), Err(BtfError::MissingMember { .. })));
         assert!(matches!(btf.offset_of("absent", "a"), Err(BtfError::MissingMember { .. })));
+    }
+
+    #[test]
+    fn finds_enum_values() {
+        let btf = Btf::parse(sample()).expect("parse");
+        assert_eq!(btf.enum_value("flags", "DEAD").expect("DEAD"), 0);
+        assert_eq!(btf.enum_value("flags", "DONE").expect("DONE"), 1);
+        assert!(matches!(btf.enum_value("flags", "GONE"), Err(BtfError::MissingEnumerator { .. })));
+        assert!(matches!(btf.enum_value("outer", "a"), Err(BtfError::MissingEnumerator { .. })));
     }
 
     #[test]

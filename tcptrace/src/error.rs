@@ -19,6 +19,9 @@ pub enum BtfError {
     /// The kernel has no such struct member.
     #[error("kernel BTF has no member {member} in struct {structure}")]
     MissingMember { structure: String, member: String },
+    /// The kernel has no such enum value.
+    #[error("kernel BTF has no value {name} in enum {enumeration}")]
+    MissingEnumerator { enumeration: String, name: String },
     /// The member is a bitfield, which the programs cannot read by offset.
     #[error("struct {structure} member {member} is a bitfield")]
     Bitfield { structure: String, member: String },

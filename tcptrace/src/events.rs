@@ -172,15 +172,17 @@ impl Decoder {
 }
 
 /// Data bytes the peer acknowledged: bytes_acked counts sequence space, where
-/// an active open's SYN and an acknowledged FIN take one each. (A connection
-/// that predates tracing may be an active open nobody saw: off by one then.)
+/// an active open's SYN and our FIN, once acknowledged, take one each (the
+/// kernel side tells whether ours was). A connection that predates tracing
+/// may be an active open nobody saw: one too many then.
 fn data_sent(raw: &Event) -> u64 {
     let syn = u64::from(raw.direction == direction::OUTBOUND);
     let fin = u64::from(raw.flags & flags::FIN_ACKED != 0);
     raw.bytes_acked.saturating_sub(syn + fin)
 }
 
-/// Data bytes received: bytes_received counts the peer's FIN too.
+/// Data bytes received in order: bytes_received counts the peer's FIN too when
+/// it reached this socket (the kernel side tells).
 fn data_received(raw: &Event) -> u64 {
     raw.bytes_received.saturating_sub(u64::from(raw.flags & flags::FIN_RECEIVED != 0))
 }
@@ -276,6 +278,26 @@ pub(crate) mod tests {
         assert_eq!(facts.kind, CloseKind::Fin);
         assert_eq!((facts.bytes_sent, facts.bytes_received, facts.segs_out, facts.segs_in), (100, 1000, 6, 5));
         assert_eq!(facts.srtt, Duration::from_micros(30));
+    }
+
+    /// The counters less exactly what the kernel side says they hold besides data.
+    #[test]
+    fn data_bytes_are_the_counters_less_syn_and_fins_counted() {
+        let data = |direction, event_flags, acked, received| {
+            let raw =
+                Event { direction, flags: event_flags, bytes_acked: acked, bytes_received: received, ..raw_event() };
+            let event = decoder().decode(&bytes_of(&raw)).expect("decodes");
+            let Detail::Close(facts) = event.detail else { panic!("close facts") };
+            (facts.bytes_sent, facts.bytes_received)
+        };
+        // A server that answered and closed first, its socket handed over to
+        // TIME_WAIT before the client's FIN came: our FIN counted, theirs not.
+        assert_eq!(data(direction::INBOUND, flags::FIN_ACKED, 1001, 18), (1000, 18));
+        // A client whose FIN a RST answered in LAST_ACK: only the SYN and
+        // the server's FIN are in the counters.
+        assert_eq!(data(direction::OUTBOUND, flags::FIN_RECEIVED, 101, 2001), (100, 2000));
+        // An abort before any FIN: only the SYN.
+        assert_eq!(data(direction::OUTBOUND, 0, 1, 0), (0, 0));
     }
 
     #[test]

@@ -105,7 +105,7 @@ fn fentry_allowed(btf: &Btf, attach: Attach) -> Option<Result<(), String>> {
     }))
 }
 
-/// Member offsets of the running kernel, for the programs' pointer walks.
+/// Member offsets (and one enum value) of the running kernel, for the programs' pointer walks.
 pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, LoadError> {
     Ok(KernelOffsets {
         sock_net: btf.offset_of("sock", "__sk_common.skc_net")?,
@@ -117,8 +117,12 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, LoadError> {
         file_private_data: btf.offset_of("file", "private_data")?,
         socket_sk: btf.offset_of("socket", "sk")?,
         sock_err: btf.offset_of("sock", "sk_err")?,
+        sock_flags: btf.offset_of("sock", "__sk_common.skc_flags")?,
+        sock_flag_done: btf.enum_value("sock_flags", "SOCK_DONE")? as u32,
         tcp_bytes_acked: btf.offset_of("tcp_sock", "bytes_acked")?,
         tcp_bytes_received: btf.offset_of("tcp_sock", "bytes_received")?,
+        tcp_snd_una: btf.offset_of("tcp_sock", "snd_una")?,
+        tcp_write_seq: btf.offset_of("tcp_sock", "write_seq")?,
         tcp_segs_out: btf.offset_of("tcp_sock", "segs_out")?,
         tcp_segs_in: btf.offset_of("tcp_sock", "segs_in")?,
         tcp_total_retrans: btf.offset_of("tcp_sock", "total_retrans")?,

@@ -139,6 +139,26 @@ impl Netns {
         (pid, local_port)
     }
 
+    /// peer.py talk accept: takes one connection on `port`, then runs `steps`
+    /// (space-separated, see peer.py); returns once it listens.
+    pub fn talk_server(&self, port: u16, steps: &str) -> Peer {
+        let port = port.to_string();
+        let args: Vec<&str> = ["talk", "accept", "127.0.0.1", &port].into_iter().chain(steps.split(' ')).collect();
+        let mut server = self.peer(&args);
+        assert_eq!(server.line(), "listening");
+        server
+    }
+
+    /// peer.py talk connect: connects to `port`, then runs `steps`; returns
+    /// once connected, with the local port the kernel chose.
+    pub fn talk_client(&self, port: u16, steps: &str) -> (Peer, u16) {
+        let port = port.to_string();
+        let args: Vec<&str> = ["talk", "connect", "127.0.0.1", &port].into_iter().chain(steps.split(' ')).collect();
+        let mut client = self.peer(&args);
+        let local_port = client.line().parse().expect("client prints its local port");
+        (client, local_port)
+    }
+
     /// Drops arriving packets that match `nft_match` (nftables table `table`),
     /// as a lossy path would: the sender saw them leave, so it retransmits.
     /// Dropping on output instead only gives the sender EPERM.
@@ -190,6 +210,17 @@ impl Peer {
 
     pub fn wait(&mut self) -> ExitStatus {
         wait_bounded(&mut self.child)
+    }
+
+    /// Waits for a talking peer's last line, "done SENT RECEIVED", and its
+    /// successful exit: the data bytes its send() and recv() calls moved.
+    pub fn done(&mut self) -> (u64, u64) {
+        let line = self.line();
+        let counts: Vec<u64> =
+            line.strip_prefix("done ").unwrap_or_default().split(' ').filter_map(|n| n.parse().ok()).collect();
+        assert_eq!(counts.len(), 2, "peer {} said {line:?}, not done SENT RECEIVED", self.pid());
+        assert!(self.wait().success(), "peer {} failed", self.pid());
+        (counts[0], counts[1])
     }
 
     /// Ends the peer if it is still waiting (a server whose client never came).

@@ -16,15 +16,25 @@ test knows what happened without guessing.
                                    127.0.0.1:DPORT through a raw socket (the
                                    seed's scapy SYN, without scapy): no socket
                                    owns SPORT, so nobody completes the handshake
+  peer.py talk connect|accept HOST PORT STEP...
+                                   one connection, scripted: `connect` prints
+                                   the local port the kernel chose, `accept`
+                                   prints "listening" and takes one connection;
+                                   then the steps run in order (see TALK_STEPS)
+                                   and it prints "done SENT RECEIVED", the data
+                                   bytes that send() and recv() moved
 
 Set PEER_COMM to give the process that command name (PR_SET_NAME) first.
 """
 import ctypes
 import errno
+import fcntl
 import os
 import socket
 import struct
 import sys
+import termios
+import time
 
 REQUEST = 100
 RESPONSE = 1000
@@ -77,6 +87,76 @@ def client(host, port, options):
     conn.close()
 
 
+TALK_STEPS = """
+  send:N    send N bytes
+  recv:N    read exactly N bytes (fails on an early end; 0 reads nothing)
+  eof       read until the peer's FIN or RST (fails on data)
+  shut      shutdown(SHUT_WR): our FIN goes out, reading goes on
+  drained   wait until the peer acknowledged all we sent (SIOCOUTQ is 0)
+  ack       send the ACK the kernel may be holding back (TCP_QUICKACK)
+  linger0   SO_LINGER 0: close() will abort with a RST
+  wait      read a line from stdin
+  say:WORD  print WORD
+  close     close the socket
+"""
+
+
+def talk(role, host, port, steps):
+    if role == "connect":
+        conn = socket.create_connection((host, port), timeout=30)
+        print(conn.getsockname()[1], flush=True)
+    else:
+        listener = socket.socket(family_of(host), socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(1)
+        print("listening", flush=True)
+        conn, _ = listener.accept()
+        listener.close()
+        conn.settimeout(30)
+    sent = received = 0
+    for step in steps:
+        name, _, arg = step.partition(":")
+        if name == "send":
+            # send() of nothing would still report a RST that already came.
+            if int(arg):
+                conn.sendall(b"d" * int(arg))
+            sent += int(arg)
+        elif name == "recv":
+            data = read_exactly(conn, int(arg))
+            received += len(data)
+            if len(data) != int(arg):
+                sys.exit(f"recv:{arg} got {len(data)} bytes")
+        elif name == "eof":
+            try:
+                data = conn.recv(4096)
+            except ConnectionResetError:
+                data = b""
+            if data:
+                sys.exit(f"eof: got {len(data)} more bytes")
+        elif name == "shut":
+            conn.shutdown(socket.SHUT_WR)
+        elif name == "drained":
+            deadline = time.monotonic() + 30
+            while struct.unpack("i", fcntl.ioctl(conn, termios.TIOCOUTQ, b"\0" * 4))[0]:
+                if time.monotonic() > deadline:
+                    sys.exit("drained: the peer never acknowledged everything")
+                time.sleep(0.005)
+        elif name == "ack":
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        elif name == "linger0":
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        elif name == "wait":
+            sys.stdin.readline()
+        elif name == "say":
+            print(arg, flush=True)
+        elif name == "close":
+            conn.close()
+        else:
+            sys.exit(f"unknown step {step}")
+    print(f"done {sent} {received}", flush=True)
+
+
 def attempt(host, port):
     conn = socket.socket(family_of(host), socket.SOCK_STREAM)
     try:
@@ -116,6 +196,9 @@ if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "rawsyn":
         rawsyn(int(sys.argv[2]), int(sys.argv[3]))
+        sys.exit(0)
+    if mode == "talk":
+        talk(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5:])
         sys.exit(0)
     host, port = sys.argv[2], int(sys.argv[3])
     if mode == "server":
