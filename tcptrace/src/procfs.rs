@@ -16,12 +16,21 @@ use crate::{cgroups, sockdiag};
 
 /// Every listening TCP socket some process holds open: (namespace, port) -> owner.
 pub fn listeners(proc: &Path) -> HashMap<ListenerKey, Owner> {
+    let mut found = HashMap::new();
+    for_each_listener(proc, |key, owner| {
+        found.entry(key).or_insert(owner);
+    });
+    found
+}
+
+/// Calls `found` for every listening socket as soon as its owner is known
+/// (more than once for a socket that several processes share).
+pub fn for_each_listener(proc: &Path, mut found: impl FnMut(ListenerKey, Owner)) {
     // Per namespace: listening socket inode -> port. Read once per namespace.
     let own_netns = fs::metadata(proc.join("self/ns/net")).map(|m| m.ino()).ok();
     let cgroup_mount = cgroups::mount_point();
     let mut by_netns: HashMap<u64, HashMap<u64, u16>> = HashMap::new();
-    let mut found = HashMap::new();
-    let Ok(entries) = fs::read_dir(proc) else { return found };
+    let Ok(entries) = fs::read_dir(proc) else { return };
     for entry in entries.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
         let dir = entry.path();
@@ -41,11 +50,10 @@ pub fn listeners(proc: &Path) -> HashMap<ListenerKey, Owner> {
         for inode in sockets {
             if let Some(&port) = listening.get(&inode) {
                 let key = ListenerKey { netns: netns as u32, port, _pad: 0 };
-                found.entry(key).or_insert_with(|| owner(&dir, pid, cgroup_mount.as_deref()));
+                found(key, owner(&dir, pid, cgroup_mount.as_deref()));
             }
         }
     }
-    found
 }
 
 fn socket_inodes(fd_dir: &Path) -> HashSet<u64> {

@@ -228,6 +228,7 @@ fn a_port_80_server_is_named_http() {
     assert!(connect.contains(&format!(":{client_port} ")) && connect.contains(" 127.0.0.2:http "), "{connect}");
     json.stop();
     human.stop();
+}
 
 // Byte counts. Every connection below is scripted on both ends (peer.py
 // talk), so the test knows how many data bytes each end sent and received,
