@@ -47,9 +47,10 @@ macro_rules! config {
 }
 pub(crate) use config;
 
-/// Events to userspace. 16 MiB holds ~100k events: about half a second of
-/// the default events at 30k connections/s on two CPUs, room for the reader
-/// to be kept off the CPU by the very load it traces.
+/// Events to userspace. 16 MiB (the default; --ring-buffer sets it at load)
+/// holds ~100k events: about half a second of the default events at 30k
+/// connections/s on two CPUs, room for the reader to be kept off the CPU by
+/// the very load it traces.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
 
@@ -75,28 +76,32 @@ pub static CONNECTING: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096,
 #[map]
 pub static LISTENERS: HashMap<ListenerKey, Owner> = HashMap::with_max_entries(8192, 0);
 
+/// BPF_F_NO_PREALLOC: filter maps are empty unless the user filters, so they
+/// take memory (and start-up time) only for the values given. LPM tries
+/// require it.
+const NO_PREALLOC: u32 = 1;
+
 // The user's filters, read when `CONFIG.filters` says they are in force
 // (tcptrace_common::filter); userspace fills them before attaching.
 #[map]
-pub static FILTER_PIDS: HashMap<PidKey, u8> = HashMap::with_max_entries(1024, 0);
+pub static FILTER_PIDS: HashMap<PidKey, u8> = HashMap::with_max_entries(1024, NO_PREALLOC);
 #[map]
-pub static FILTER_PORTS: HashMap<PortKey, u8> = HashMap::with_max_entries(1024, 0);
+pub static FILTER_PORTS: HashMap<PortKey, u8> = HashMap::with_max_entries(1024, NO_PREALLOC);
 #[map]
-pub static FILTER_LPORTS: HashMap<PortKey, u8> = HashMap::with_max_entries(1024, 0);
+pub static FILTER_LPORTS: HashMap<PortKey, u8> = HashMap::with_max_entries(1024, NO_PREALLOC);
 #[map]
-pub static FILTER_RPORTS: HashMap<PortKey, u8> = HashMap::with_max_entries(1024, 0);
+pub static FILTER_RPORTS: HashMap<PortKey, u8> = HashMap::with_max_entries(1024, NO_PREALLOC);
 #[map]
-pub static FILTER_UIDS: HashMap<PidKey, u8> = HashMap::with_max_entries(1024, 0);
+pub static FILTER_UIDS: HashMap<PidKey, u8> = HashMap::with_max_entries(1024, NO_PREALLOC);
 #[map]
-pub static FILTER_COMMS: HashMap<CommKey, u8> = HashMap::with_max_entries(1024, 0);
+pub static FILTER_COMMS: HashMap<CommKey, u8> = HashMap::with_max_entries(1024, NO_PREALLOC);
 #[map]
-pub static FILTER_NETNS: HashMap<PidKey, u8> = HashMap::with_max_entries(1024, 0);
+pub static FILTER_NETNS: HashMap<PidKey, u8> = HashMap::with_max_entries(1024, NO_PREALLOC);
 /// The given cgroups and their descendants; the kernel adds new ones (emit.rs).
 #[map]
-pub static FILTER_CGROUPS: HashMap<CgroupKey, u8> = HashMap::with_max_entries(65536, 0);
-/// BPF_F_NO_PREALLOC: the kernel requires it of LPM tries.
+pub static FILTER_CGROUPS: HashMap<CgroupKey, u8> = HashMap::with_max_entries(65536, NO_PREALLOC);
 #[map]
-pub static FILTER_ADDRS: LpmTrie<AddrKey, u8> = LpmTrie::with_max_entries(1024, 1);
+pub static FILTER_ADDRS: LpmTrie<AddrKey, u8> = LpmTrie::with_max_entries(1024, NO_PREALLOC);
 
 /// Room to build a template for a new connection, or an event for a socket
 /// nobody tracks: the BPF stack (512 B) is too small to hold one beside

@@ -82,6 +82,12 @@ pub struct Cli {
     #[arg(short = 'w', long)]
     pub wide: bool,
 
+    /// Size of the kernel's event buffer in MiB, a power of two. A bigger one
+    /// rides out longer bursts without losses; it is mapped into tcptrace
+    /// twice, so resident memory grows by twice its size.
+    #[arg(long, value_name = "MIB", default_value_t = 16, value_parser = parse_ring_mib)]
+    pub ring_buffer: u32,
+
     /// Exit after printing N events.
     #[arg(short = 'n', long = "count", value_name = "N")]
     pub count: Option<u64>,
@@ -94,6 +100,14 @@ pub struct Cli {
 }
 
 const FILTERS: &str = "Filters (in the kernel; AND across kinds, OR within one)";
+
+/// 1 to 1024 MiB, a power of two (the kernel's rule for ring buffers).
+fn parse_ring_mib(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(mib) if (1..=1024).contains(&mib) && mib.is_power_of_two() => Ok(mib),
+        _ => Err("a power of two from 1 to 1024".to_owned()),
+    }
+}
 
 /// A CIDR network, or a bare address as a network of one.
 fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {

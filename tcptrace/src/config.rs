@@ -14,6 +14,8 @@ pub struct Config {
     pub filters: Filters,
     /// Human output shows identity and connection ids.
     pub wide: bool,
+    /// The kernel's event buffer, bytes.
+    pub ring_buffer_bytes: u32,
     pub count: Option<NonZeroU64>,
     pub attach: Attach,
 }
@@ -136,7 +138,7 @@ impl TryFrom<Cli> for Config {
         if cli.states {
             events = events.with(EventKind::State);
         }
-        Ok(Self { format, events, filters, wide: cli.wide, count, attach })
+        Ok(Self { format, events, filters, wide: cli.wide, ring_buffer_bytes: cli.ring_buffer << 20, count, attach })
     }
 }
 

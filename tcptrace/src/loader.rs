@@ -64,7 +64,10 @@ pub fn load(config: &Config) -> Result<Tracer, LoadError> {
         send_reset_has_reason: u8::from(send_reset == SendResetLayout::WithReason),
         _pad: [0; 3],
     };
-    let mut ebpf = loader.override_global("CONFIG", &load_config, true).load(OBJECT)?;
+    let mut ebpf = loader
+        .override_global("CONFIG", &load_config, true)
+        .map_max_entries("EVENTS", config.ring_buffer_bytes)
+        .load(OBJECT)?;
     drop(loader);
     fill_filters(&mut ebpf, &config.filters)?;
     phase("object and maps");
