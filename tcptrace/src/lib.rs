@@ -11,6 +11,7 @@ pub mod events;
 pub mod lifecycle;
 pub mod loader;
 pub mod model;
+pub mod notice;
 pub mod output;
 pub mod probe;
 pub mod procfs;

@@ -17,6 +17,7 @@ use crate::{
     error::{LoadError, RunError},
     events::Decoder,
     loader::{self, Tracer},
+    notice,
     output::{self, EventWriter},
 };
 
@@ -43,7 +44,7 @@ pub async fn run<W: Write>(config: &Config, out: W) -> Result<Summary, RunError>
     let mut tracer = loader::load(config)?;
     log::debug!("start-up: loaded at {:?}", started.elapsed());
     for hook in &tracer.hooks {
-        eprintln!("tcptrace: {hook}");
+        notice!("tcptrace: {hook}");
     }
     forward_kernel_logs(&mut tracer);
     let ring = take_map::<RingBuf<MapData>>(&mut tracer, "EVENTS")?;
@@ -62,7 +63,7 @@ pub async fn run<W: Write>(config: &Config, out: W) -> Result<Summary, RunError>
     let mut summary = Summary::default();
     let limit = config.count.map_or(u64::MAX, |n| n.get());
     writer.header().and_then(|()| writer.flush()).map_err(RunError::Output)?;
-    eprintln!("tcptrace: ready, tracing TCP connections (Ctrl-C to stop)");
+    notice!("tcptrace: ready, tracing TCP connections (Ctrl-C to stop)");
 
     while summary.events < limit {
         tokio::select! {
@@ -151,11 +152,11 @@ fn report_losses(
     let untracked = total(counter::CONN_MAP_FULL)?;
     if lost > summary.lost {
         let new = lost - summary.lost;
-        eprintln!("tcptrace: lost {new} events (ring buffer full), {lost} in all");
+        notice!("tcptrace: lost {new} events (ring buffer full), {lost} in all");
         writer.lost(SystemTime::now(), new, lost).and_then(|()| writer.flush()).map_err(RunError::Output)?;
     }
     if untracked > summary.untracked {
-        eprintln!("tcptrace: {} connections not tracked (connection map full)", untracked - summary.untracked);
+        notice!("tcptrace: {} connections not tracked (connection map full)", untracked - summary.untracked);
     }
     summary.lost = lost;
     summary.untracked = untracked;
