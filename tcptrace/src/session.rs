@@ -17,6 +17,7 @@ use crate::{
     error::{LoadError, RunError},
     events::Decoder,
     loader::{self, Tracer},
+    model::LossReason,
     notice,
     output::{self, EventWriter},
 };
@@ -152,8 +153,9 @@ fn report_losses(
     let untracked = total(counter::CONN_MAP_FULL)?;
     if lost > summary.lost {
         let new = lost - summary.lost;
-        notice!("tcptrace: lost {new} events (ring buffer full), {lost} in all");
-        writer.lost(SystemTime::now(), new, lost).and_then(|()| writer.flush()).map_err(RunError::Output)?;
+        let reason = LossReason::RingBufferFull;
+        notice!("tcptrace: lost {new} events ({}), {lost} in all", reason.words());
+        writer.lost(SystemTime::now(), reason, new, lost).and_then(|()| writer.flush()).map_err(RunError::Output)?;
     }
     if untracked > summary.untracked {
         notice!("tcptrace: {} connections not tracked (connection map full)", untracked - summary.untracked);

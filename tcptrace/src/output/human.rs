@@ -5,7 +5,10 @@ use std::{
 };
 
 use super::EventWriter;
-use crate::events::{ConnEvent, Detail};
+use crate::{
+    events::{ConnEvent, Detail},
+    model::LossReason,
+};
 
 pub struct HumanWriter<W: Write> {
     out: W,
@@ -74,7 +77,7 @@ impl<W: Write> EventWriter for HumanWriter<W> {
         writeln!(out)
     }
 
-    fn lost(&mut self, _time: SystemTime, _count: u64, _total: u64) -> io::Result<()> {
+    fn lost(&mut self, _time: SystemTime, _reason: LossReason, _count: u64, _total: u64) -> io::Result<()> {
         // People read the stderr report; the columns stay clean.
         Ok(())
     }

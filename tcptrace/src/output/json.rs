@@ -10,7 +10,10 @@ use std::{
 use serde::{Serialize, Serializer};
 
 use super::EventWriter;
-use crate::events::{ConnEvent, Detail};
+use crate::{
+    events::{ConnEvent, Detail},
+    model::LossReason,
+};
 
 pub struct JsonWriter<W: Write> {
     out: W,
@@ -143,6 +146,7 @@ fn kind_keys(event: &ConnEvent) -> KindKeys<'_> {
 struct Lost {
     ts: Rfc3339,
     event: &'static str,
+    reason: &'static str,
     count: u64,
     total: u64,
 }
@@ -173,8 +177,8 @@ impl<W: Write> EventWriter for JsonWriter<W> {
         self.line(&record)
     }
 
-    fn lost(&mut self, time: SystemTime, count: u64, total: u64) -> io::Result<()> {
-        self.line(&Lost { ts: Rfc3339(time), event: "lost", count, total })
+    fn lost(&mut self, time: SystemTime, reason: LossReason, count: u64, total: u64) -> io::Result<()> {
+        self.line(&Lost { ts: Rfc3339(time), event: "lost", reason: reason.name(), count, total })
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -198,7 +202,8 @@ mod tests {
         for event in events {
             writer.event(event).expect("event");
         }
-        writer.lost(SystemTime::UNIX_EPOCH, 3, 5).expect("lost");
+        writer.lost(SystemTime::UNIX_EPOCH, LossReason::RingBufferFull, 3, 5).expect("lost");
+        writer.lost(SystemTime::UNIX_EPOCH, LossReason::OutputStalled, 7, 9).expect("lost");
         String::from_utf8(buf).expect("utf8")
     }
 
@@ -249,6 +254,7 @@ mod tests {
     struct LostSchema {
         ts: String,
         event: String,
+        reason: String,
         count: u64,
         total: u64,
     }
@@ -280,9 +286,12 @@ mod tests {
     fn every_line_matches_the_documented_schema() {
         let text = render(&story());
         let mut lines = text.lines().collect::<Vec<_>>();
-        let lost: LostSchema = serde_json::from_str(lines.pop().expect("lost line")).expect("lost schema");
-        assert_eq!((lost.event.as_str(), lost.count, lost.total), ("lost", 3, 5));
-        assert!(lost.ts.starts_with("1970-01-01T00:00:00"));
+        let stalled: LostSchema = serde_json::from_str(lines.pop().expect("lost line")).expect("lost schema");
+        let ring: LostSchema = serde_json::from_str(lines.pop().expect("lost line")).expect("lost schema");
+        let fields = |l: &LostSchema| (l.event.clone(), l.reason.clone(), l.count, l.total);
+        assert_eq!(fields(&ring), ("lost".into(), "ring_buffer_full".into(), 3, 5));
+        assert_eq!(fields(&stalled), ("lost".into(), "output_stalled".into(), 7, 9));
+        assert!(ring.ts.starts_with("1970-01-01T00:00:00"));
         let kinds: Vec<EventKind> = story().iter().map(|e| e.kind).collect();
         assert!(EventKind::ALL.iter().all(|k| kinds.contains(k)), "the story shows every kind");
         for (line, event) in lines.iter().zip(story()) {

@@ -1,7 +1,7 @@
 //! Event writers, one file per format, behind one trait so tests pass a Vec<u8>.
 use std::{io, time::SystemTime};
 
-use crate::{config::OutputFormat, events::ConnEvent};
+use crate::{config::OutputFormat, events::ConnEvent, model::LossReason};
 
 mod human;
 mod json;
@@ -14,8 +14,9 @@ pub trait EventWriter {
     /// Anything printed once before the first event.
     fn header(&mut self) -> io::Result<()>;
     fn event(&mut self, event: &ConnEvent) -> io::Result<()>;
-    /// `count` events were lost since the last report, `total` since start.
-    fn lost(&mut self, time: SystemTime, count: u64, total: u64) -> io::Result<()>;
+    /// `count` events were lost for `reason` since the last report of that
+    /// reason, `total` since start.
+    fn lost(&mut self, time: SystemTime, reason: LossReason, count: u64, total: u64) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
 }
 
