@@ -1,4 +1,4 @@
-use std::process::ExitCode;
+use std::{os::fd::AsFd, process::ExitCode};
 
 use clap::Parser;
 use tcptrace::{cli::Cli, config::Config, notice, session};
@@ -23,10 +23,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+    // Events go to stdout from a thread of their own, through a plain file
+    // (a duplicate of fd 1): no std lock or buffer that exit could wait on
+    // while that thread waits for a stalled reader.
+    let stdout = match std::io::stdout().as_fd().try_clone_to_owned() {
+        Ok(fd) => std::fs::File::from(fd),
+        Err(error) => {
+            notice!("tcptrace: stdout: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     match runtime.block_on(session::run(&config, stdout)) {
         Ok(summary) => {
-            notice!("tcptrace: {} events, {} lost, {} malformed", summary.events, summary.lost, summary.malformed);
+            let lost = summary.lost + summary.stalled;
+            let stalled =
+                if summary.stalled > 0 { format!(" ({} output stalled)", summary.stalled) } else { String::new() };
+            notice!("tcptrace: {} events, {lost} lost{stalled}, {} malformed", summary.events, summary.malformed);
             ExitCode::SUCCESS
         }
         Err(error) if error.is_broken_pipe() => ExitCode::SUCCESS,

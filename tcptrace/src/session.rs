@@ -1,8 +1,10 @@
 //! One tracing session: drain the ring buffer, decode, write, report losses,
-//! stop on Ctrl-C, SIGTERM or --count.
+//! stop on Ctrl-C, SIGTERM or --count. Writing never waits for stdout's reader
+//! (output::sink).
 use std::{
     io::Write,
-    time::{Duration, SystemTime},
+    os::fd::AsFd,
+    time::{Duration, Instant, SystemTime},
 };
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
@@ -19,15 +21,22 @@ use crate::{
     loader::{self, Tracer},
     model::LossReason,
     notice,
-    output::{self, EventWriter},
+    output::{
+        self, EventWriter,
+        sink::{self, Gate},
+    },
 };
 
 /// What a session did, for the closing line on stderr.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Summary {
+    /// Events written to stdout (while running: handed to the output).
     pub events: u64,
     /// Events the kernel could not queue (ring buffer full).
     pub lost: u64,
+    /// Events dropped because stdout's reader did not keep up (output stalled),
+    /// including those still queued for it at exit.
+    pub stalled: u64,
     /// Connections the kernel could not track (connection map full).
     pub untracked: u64,
     /// Records that failed to decode.
@@ -39,8 +48,14 @@ const LOSS_CHECK: Duration = Duration::from_secs(1);
 /// The kernel wakes us only once a batch is waiting (emit.rs); below that we
 /// look on our own this often, which bounds how late a quiet event appears.
 const DRAIN_EVERY: Duration = Duration::from_millis(10);
+/// At exit, how long output already queued may take to reach a slow reader
+/// (counted from the stop, so it overlaps detaching) before it counts as
+/// lost: Ctrl-C and SIGTERM end tracing within a second, whatever the reader does.
+const EXIT_GRACE: Duration = Duration::from_millis(500);
 
-pub async fn run<W: Write>(config: &Config, out: W) -> Result<Summary, RunError> {
+/// Traces until Ctrl-C, SIGTERM or --count; events go to `out` from a thread
+/// of their own, so a stalled reader never holds the loop up.
+pub async fn run<W: Write + AsFd + Send + 'static>(config: &Config, out: W) -> Result<Summary, RunError> {
     let started = std::time::Instant::now();
     let mut tracer = loader::load(config)?;
     log::debug!("start-up: loaded at {:?}", started.elapsed());
@@ -60,7 +75,8 @@ pub async fn run<W: Write>(config: &Config, out: W) -> Result<Summary, RunError>
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let decoder = Decoder::from_clocks(tracer.reset_reasons.clone());
-    let mut writer = output::writer(config.format, out, own_netns());
+    let (out, backlog) = sink::spawn(out, sink::BACKLOG_BYTES).map_err(RunError::Output)?;
+    let mut writer = Gate::new(output::writer(config.format, out, own_netns()), backlog);
     let mut summary = Summary::default();
     let limit = config.count.map_or(u64::MAX, |n| n.get());
     writer.header().and_then(|()| writer.flush()).map_err(RunError::Output)?;
@@ -74,15 +90,19 @@ pub async fn run<W: Write>(config: &Config, out: W) -> Result<Summary, RunError>
                 guard.clear_ready();
             }
             _ = drain_tick.tick() => drain(ring.get_mut(), &decoder, writer.as_mut(), &mut summary, limit)?,
-            _ = loss_check.tick() => report_losses(&counters, &mut summary, writer.as_mut())?,
+            _ = loss_check.tick() => report_losses(&counters, &mut summary, &mut writer)?,
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
     }
+    let output_deadline = Instant::now() + EXIT_GRACE;
     // What the kernel queued before we stopped still goes out.
     drain(ring.get_mut(), &decoder, writer.as_mut(), &mut summary, limit)?;
-    report_losses(&counters, &mut summary, writer.as_mut())?;
+    report_losses(&counters, &mut summary, &mut writer)?;
     drop(tracer);
+    summary.stalled += writer.finish(output_deadline).map_err(RunError::Output)?;
+    // Dropped events went through drain() like the others.
+    summary.events = summary.events.saturating_sub(summary.stalled);
     Ok(summary)
 }
 
@@ -142,27 +162,37 @@ where
     M::try_from(map).map_err(|source| RunError::Load(LoadError::Map { name, source }))
 }
 
-/// Sums the per-CPU counters and reports anything new, on stderr and in the output.
+/// Sums the per-CPU counters and reports anything new on stderr; losses of
+/// either reason reach the output too, once it has room. Also ends the
+/// session once the writer thread has failed (the reader went away), should no
+/// further event come to find out.
 fn report_losses(
     counters: &PerCpuArray<MapData, u64>,
     summary: &mut Summary,
-    writer: &mut dyn EventWriter,
+    writer: &mut Gate<'_>,
 ) -> Result<(), RunError> {
+    writer.check().map_err(RunError::Output)?;
     let total = |index| counters.get(&index, 0).map(|values| values.iter().sum::<u64>()).map_err(RunError::Counters);
     let lost = total(counter::LOST_EVENTS)?;
     let untracked = total(counter::CONN_MAP_FULL)?;
-    if lost > summary.lost {
-        let new = lost - summary.lost;
-        let reason = LossReason::RingBufferFull;
-        notice!("tcptrace: lost {new} events ({}), {lost} in all", reason.words());
-        writer.lost(SystemTime::now(), reason, new, lost).and_then(|()| writer.flush()).map_err(RunError::Output)?;
+    let stalled = writer.stalled();
+    let now = SystemTime::now();
+    for (reason, total, before) in
+        [(LossReason::RingBufferFull, lost, summary.lost), (LossReason::OutputStalled, stalled, summary.stalled)]
+    {
+        if total > before {
+            notice!("tcptrace: lost {} events ({}), {total} in all", total - before, reason.words());
+            writer.lost(now, reason, total - before, total).map_err(RunError::Output)?;
+        }
     }
     if untracked > summary.untracked {
         notice!("tcptrace: {} connections not tracked (connection map full)", untracked - summary.untracked);
     }
     summary.lost = lost;
+    summary.stalled = stalled;
     summary.untracked = untracked;
-    Ok(())
+    // Records held back while the output was stalled go out once it has room.
+    writer.settle(now).and_then(|()| writer.flush()).map_err(RunError::Output)
 }
 
 /// Inode of tcptrace's own network namespace: human output names only others.

@@ -5,6 +5,7 @@ use crate::{config::OutputFormat, events::ConnEvent, model::LossReason};
 
 mod human;
 mod json;
+pub mod sink;
 
 pub use human::HumanWriter;
 pub use json::JsonWriter;
