@@ -86,7 +86,8 @@ impl Piece {
 /// What the run loop and the writer thread share.
 struct Shared {
     state: Mutex<State>,
-    /// A chunk was queued (for the thread) or written (for [`Backlog::finish`]).
+    /// A chunk was queued (for the thread) or, once closing, written (for
+    /// [`Backlog::finish`]).
     changed: Condvar,
     /// Bytes queued or being written; read without the lock for every event.
     queued: AtomicUsize,
@@ -179,7 +180,10 @@ fn write_out(mut out: impl Write, piece: Piece, shared: &Shared) {
             let mut state = shared.lock();
             state.unwritten -= events;
             shared.queued.fetch_sub(n, Ordering::Relaxed);
-            shared.changed.notify_all();
+            if state.closing {
+                // Backlog::finish waits for this.
+                shared.changed.notify_all();
+            }
             rest = &rest[n..];
         };
         let mut state = shared.lock();
