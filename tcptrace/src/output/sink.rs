@@ -209,9 +209,17 @@ pub struct Sink {
 }
 
 impl Write for Sink {
+    // Formats write a few bytes at a time: these must inline to a copy.
+    #[inline]
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.pending.extend_from_slice(buf);
         Ok(buf.len())
+    }
+
+    #[inline]
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.pending.extend_from_slice(buf);
+        Ok(())
     }
 
     /// Queues what was written since the last flush; never waits. Fails with
