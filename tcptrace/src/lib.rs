@@ -14,6 +14,7 @@ pub mod identity;
 pub mod lifecycle;
 pub mod loader;
 pub mod model;
+pub mod notice;
 pub mod output;
 pub mod probe;
 pub mod procfs;

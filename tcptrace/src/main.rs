@@ -1,38 +1,54 @@
-use std::{io::Write, process::ExitCode};
+use std::{os::fd::AsFd, process::ExitCode};
 
 use clap::Parser;
-use tcptrace::{cli::Cli, config::Config, session};
+use tcptrace::{cli::Cli, config::Config, notice, session};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    // Logs go to stderr with write_all, never eprint!, so a broken stderr cannot panic.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .target(env_logger::Target::Stderr)
+        .init();
     let config = match Config::try_from(cli) {
         Ok(config) => config,
         Err(error) => {
-            eprintln!("tcptrace: {error}");
+            notice!("tcptrace: {error}");
             return ExitCode::from(2);
         }
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("tcptrace: starting the event loop: {error}");
+            notice!("tcptrace: starting the event loop: {error}");
             return ExitCode::FAILURE;
         }
     };
-    let stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+    // Events go to stdout from a thread of their own, through a plain file
+    // (a duplicate of fd 1): no std lock or buffer that exit could wait on
+    // while that thread waits for a stalled reader.
+    let stdout = match std::io::stdout().as_fd().try_clone_to_owned() {
+        Ok(fd) => std::fs::File::from(fd),
+        Err(error) => {
+            notice!("tcptrace: stdout: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     match runtime.block_on(session::run(&config, stdout)) {
         Ok(summary) => {
-            eprintln!(
-                "tcptrace: {} events, {} lost, {} malformed, {} filtered out",
-                summary.events, summary.lost, summary.malformed, summary.filtered
+            let lost = summary.lost + summary.stalled;
+            let stalled =
+                if summary.stalled > 0 { format!(" ({} output stalled)", summary.stalled) } else { String::new() };
+            notice!(
+                "tcptrace: {} events, {lost} lost{stalled}, {} malformed, {} filtered out",
+                summary.events,
+                summary.malformed,
+                summary.filtered
             );
             ExitCode::SUCCESS
         }
         Err(error) if error.is_broken_pipe() => ExitCode::SUCCESS,
         Err(error) => {
-            let _ = std::io::stderr().flush();
-            eprintln!("tcptrace: {error}");
+            notice!("tcptrace: {error}");
             ExitCode::FAILURE
         }
     }

@@ -59,6 +59,35 @@ impl EventKind {
     }
 }
 
+/// Why events never reached the output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossReason {
+    /// The kernel's ring buffer was full: the kernel side dropped them.
+    RingBufferFull,
+    /// Stdout's reader did not keep up and tcptrace's output backlog was full.
+    OutputStalled,
+}
+
+impl LossReason {
+    pub const ALL: [Self; 2] = [Self::RingBufferFull, Self::OutputStalled];
+
+    /// The JSON `reason` of a `lost` record.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::RingBufferFull => "ring_buffer_full",
+            Self::OutputStalled => "output_stalled",
+        }
+    }
+
+    /// In words, for stderr.
+    pub fn words(self) -> &'static str {
+        match self {
+            Self::RingBufferFull => "ring buffer full",
+            Self::OutputStalled => "output stalled",
+        }
+    }
+}
+
 /// A kernel TCP state (include/net/tcp_states.h), named as the kernel names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TcpState(pub u8);

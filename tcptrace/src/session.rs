@@ -1,8 +1,10 @@
 //! One tracing session: drain the ring buffer, decode, write, report losses,
-//! stop on Ctrl-C, SIGTERM or --count.
+//! stop on Ctrl-C, SIGTERM or --count. Writing never waits for stdout's reader
+//! (output::sink).
 use std::{
     io::Write,
-    time::{Duration, SystemTime},
+    os::fd::AsFd,
+    time::{Duration, Instant, SystemTime},
 };
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
@@ -18,16 +20,24 @@ use crate::{
     events::Decoder,
     identity::Resolver,
     loader::{self, Tracer},
-    output::{self, EventWriter, LossReason, RunInfo},
+    notice,
+    output::{
+        self, EventWriter, LossReason, RunInfo,
+        sink::{self, Gate},
+    },
     services::Services,
 };
 
 /// What a session did, for the closing line on stderr.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Summary {
+    /// Events written to stdout (while running: handed to the output).
     pub events: u64,
     /// Events the kernel could not queue (ring buffer full).
     pub lost: u64,
+    /// Events dropped because stdout's reader did not keep up (output stalled),
+    /// including those still queued for it at exit.
+    pub stalled: u64,
     /// Connections the kernel could not track (connection map full).
     pub untracked: u64,
     /// Records that failed to decode.
@@ -60,13 +70,19 @@ fn next_drain(drained: u64) -> Option<tokio::time::Instant> {
     };
     Some(tokio::time::Instant::now() + after)
 }
+/// At exit, how long output already queued may take to reach a slow reader
+/// (counted from the stop, so it overlaps detaching) before it counts as
+/// lost: Ctrl-C and SIGTERM end tracing within a second, whatever the reader does.
+const EXIT_GRACE: Duration = Duration::from_millis(500);
 
-pub async fn run<W: Write>(config: &Config, out: W) -> Result<Summary, RunError> {
+/// Traces until Ctrl-C, SIGTERM or --count; events go to `out` from a thread
+/// of their own, so a stalled reader never holds the loop up.
+pub async fn run<W: Write + AsFd + Send + 'static>(config: &Config, out: W) -> Result<Summary, RunError> {
     let started = std::time::Instant::now();
     let mut tracer = loader::load(config)?;
     log::debug!("start-up: loaded at {:?}", started.elapsed());
     for hook in &tracer.hooks {
-        eprintln!("tcptrace: {hook}");
+        notice!("tcptrace: {hook}");
     }
     forward_kernel_logs(&mut tracer);
     let ring = take_map::<RingBuf<MapData>>(&mut tracer, "EVENTS")?;
@@ -83,12 +99,13 @@ pub async fn run<W: Write>(config: &Config, out: W) -> Result<Summary, RunError>
     let decoder = Decoder::from_clocks(tracer.reset_reasons.clone());
     let mut resolver = Resolver::new();
     let services = Services::from_host();
-    let mut writer = output::writer(config.format, out, own_netns(), config.wide);
+    let (out, backlog) = sink::spawn(out, sink::BACKLOG_BYTES).map_err(RunError::Output)?;
+    let mut writer = Gate::new(output::writer(config.format, out, own_netns(), config.wide), backlog);
     let mut summary = Summary::default();
     let limit = config.count.map_or(u64::MAX, |n| n.get());
     let hooks = tracer.hooks.iter().map(|hook| (hook.purpose.to_owned(), hook.method.clone())).collect();
     writer.start(&RunInfo::here(hooks)).and_then(|()| writer.flush()).map_err(RunError::Output)?;
-    eprintln!("tcptrace: ready, tracing TCP connections (Ctrl-C to stop)");
+    notice!("tcptrace: ready, tracing TCP connections (Ctrl-C to stop)");
 
     while summary.events < limit {
         tokio::select! {
@@ -102,16 +119,20 @@ pub async fn run<W: Write>(config: &Config, out: W) -> Result<Summary, RunError>
                 let drained = drain(ring.get_mut(), &decoder, &mut resolver, &services, writer.as_mut(), &mut summary, limit)?;
                 batching = next_drain(drained);
             }
-            _ = loss_check.tick() => report_losses(&counters, &mut summary, writer.as_mut())?,
+            _ = loss_check.tick() => report_losses(&counters, &mut summary, &mut writer)?,
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
     }
+    let output_deadline = Instant::now() + EXIT_GRACE;
     // What the kernel queued before we stopped still goes out.
     drain(ring.get_mut(), &decoder, &mut resolver, &services, writer.as_mut(), &mut summary, limit)?;
-    report_losses(&counters, &mut summary, writer.as_mut())?;
+    report_losses(&counters, &mut summary, &mut writer)?;
     writer.stop(SystemTime::now(), &summary).and_then(|()| writer.flush()).map_err(RunError::Output)?;
     drop(tracer);
+    summary.stalled += writer.finish(output_deadline).map_err(RunError::Output)?;
+    // Dropped events went through drain() like the others.
+    summary.events = summary.events.saturating_sub(summary.stalled);
     Ok(summary)
 }
 
@@ -188,38 +209,46 @@ where
     M::try_from(map).map_err(|source| RunError::Load(LoadError::Map { name, source }))
 }
 
-/// Sums the per-CPU counters and reports anything new, on stderr and in the output.
+/// Sums the per-CPU counters and reports anything new on stderr; losses of
+/// either reason reach the output too, once it has room. Also ends the
+/// session once the writer thread has failed (the reader went away), should no
+/// further event come to find out.
 fn report_losses(
     counters: &PerCpuArray<MapData, u64>,
     summary: &mut Summary,
-    writer: &mut dyn EventWriter,
+    writer: &mut Gate<'_>,
 ) -> Result<(), RunError> {
+    writer.check().map_err(RunError::Output)?;
     let total = |index| counters.get(&index, 0).map(|values| values.iter().sum::<u64>()).map_err(RunError::Counters);
     let lost = total(counter::LOST_EVENTS)?;
     let untracked = total(counter::CONN_MAP_FULL)?;
-    if lost > summary.lost {
-        let new = lost - summary.lost;
-        eprintln!("tcptrace: lost {new} events (ring buffer full), {lost} in all");
-        writer
-            .lost(SystemTime::now(), LossReason::RingBufferFull, new, lost)
-            .and_then(|()| writer.flush())
-            .map_err(RunError::Output)?;
+    let stalled = writer.stalled();
+    let now = SystemTime::now();
+    for (reason, total, before) in
+        [(LossReason::RingBufferFull, lost, summary.lost), (LossReason::OutputStalled, stalled, summary.stalled)]
+    {
+        if total > before {
+            notice!("tcptrace: lost {} events ({}), {total} in all", total - before, reason.words());
+            writer.lost(now, reason, total - before, total).map_err(RunError::Output)?;
+        }
     }
     if untracked > summary.untracked {
-        eprintln!("tcptrace: {} connections not tracked (connection map full)", untracked - summary.untracked);
+        notice!("tcptrace: {} connections not tracked (connection map full)", untracked - summary.untracked);
     }
     summary.lost = lost;
+    summary.stalled = stalled;
     summary.untracked = untracked;
     summary.filtered = total(counter::FILTERED)?;
     let failures = total(counter::MAP_UPDATE_FAILED)?;
     if failures > summary.map_update_failures {
-        eprintln!(
+        notice!(
             "tcptrace: {} kernel map updates failed (map full), {failures} in all: some owners may be unknown",
             failures - summary.map_update_failures
         );
     }
     summary.map_update_failures = failures;
-    Ok(())
+    // Records held back while the output was stalled go out once it has room.
+    writer.settle(now).and_then(|()| writer.flush()).map_err(RunError::Output)
 }
 
 /// Inode of tcptrace's own network namespace: human output names only others.

@@ -73,6 +73,7 @@ mod tests {
             writer.event(event).expect("event");
         }
         writer.lost(SystemTime::UNIX_EPOCH, LossReason::RingBufferFull, 3, 5).expect("lost");
+        writer.lost(SystemTime::UNIX_EPOCH, LossReason::OutputStalled, 7, 9).expect("lost");
         writer.stop(SystemTime::UNIX_EPOCH, &Summary { events: 11, lost: 5, ..Summary::default() }).expect("stop");
         String::from_utf8(buf).expect("utf8")
     }

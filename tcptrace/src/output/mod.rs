@@ -1,12 +1,14 @@
 //! Event writers, one file per format, behind one trait so tests pass a Vec<u8>.
 use std::{io, time::SystemTime};
 
+pub use crate::model::LossReason;
 use crate::{config::OutputFormat, events::ConnEvent, session::Summary};
 
 mod human;
 mod json;
 mod logfmt;
 pub mod records;
+pub mod sink;
 
 pub use human::HumanWriter;
 pub use json::JsonWriter;
@@ -17,7 +19,8 @@ pub trait EventWriter {
     /// Before the first event: the column header, or a `start` record.
     fn start(&mut self, run: &RunInfo) -> io::Result<()>;
     fn event(&mut self, event: &ConnEvent) -> io::Result<()>;
-    /// `count` events were lost since the last report, `total` since start.
+    /// `count` events were lost for `reason` since the last report of that
+    /// reason, `total` since start.
     fn lost(&mut self, time: SystemTime, reason: LossReason, count: u64, total: u64) -> io::Result<()>;
     /// After the last event: a `stop` record with the run's totals.
     fn stop(&mut self, time: SystemTime, totals: &Summary) -> io::Result<()>;
@@ -49,24 +52,6 @@ impl RunInfo {
             version: env!("CARGO_PKG_VERSION"),
             kernel: read("/proc/sys/kernel/osrelease"),
             hooks,
-        }
-    }
-}
-
-/// Why events never reached the stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LossReason {
-    /// The kernel's ring buffer was full: tcptrace did not drain it in time.
-    RingBufferFull,
-    /// The reader of stdout stalled and tcptrace's own buffer filled.
-    OutputStalled,
-}
-
-impl LossReason {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::RingBufferFull => "ring_buffer_full",
-            Self::OutputStalled => "output_stalled",
         }
     }
 }

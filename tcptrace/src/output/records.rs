@@ -251,7 +251,7 @@ impl Stop {
             event: "stop",
             severity: Severity::Info,
             events: totals.events,
-            lost: totals.lost,
+            lost: totals.lost + totals.stalled,
             untracked: totals.untracked,
             malformed: totals.malformed,
             filtered: totals.filtered,

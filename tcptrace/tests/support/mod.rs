@@ -159,6 +159,14 @@ impl Netns {
         (client, local_port)
     }
 
+    /// Makes `count` connections to a server of peer.py's own, one after the
+    /// other, as fast as Python can; returns when all have closed.
+    pub fn churn(&self, host: &str, port: u16, count: u32) {
+        let mut churn = self.peer(&["churn", host, &port.to_string(), &count.to_string()]);
+        assert_eq!(churn.line(), "done");
+        assert!(churn.wait().success(), "churn failed");
+    }
+
     /// Drops arriving packets that match `nft_match` (nftables table `table`),
     /// as a lossy path would: the sender saw them leave, so it retransmits.
     /// Dropping on output instead only gives the sender EPERM.
@@ -273,13 +281,19 @@ impl Tracer {
 
     pub fn start_with(format: &[&str], args: &[&str]) -> Self {
         let (tracer, stdout) = Self::start_piped(format, args);
-        let sink = Arc::clone(&tracer.lines);
+        tracer.read_stdout(stdout);
+        tracer
+    }
+
+    /// Starts reading `stdout` (from [`Tracer::start_piped`]) into the lines
+    /// [`Tracer::events`] returns.
+    pub fn read_stdout(&self, stdout: std::process::ChildStdout) {
+        let sink = Arc::clone(&self.lines);
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 sink.lock().expect("lock").push(line);
             }
         });
-        tracer
     }
 
     /// Starts tcptrace and hands its stdout to the caller, who reads it (or closes it).
@@ -345,14 +359,38 @@ impl Tracer {
 
     /// Waits until `done` holds for the events printed so far; returns them.
     pub fn wait_for(&self, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        self.wait_until(what, Self::events, done)
+    }
+
+    /// As `wait_for`, over every record (start, lost and stop included).
+    pub fn wait_for_records(&self, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        self.wait_until(what, Self::records, done)
+    }
+
+    fn wait_until(&self, what: &str, read: fn(&Self) -> Vec<Value>, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
         let deadline = Instant::now() + PATIENCE;
         loop {
-            let events = self.events();
+            let events = read(self);
             if done(&events) {
                 return events;
             }
             if Instant::now() > deadline {
                 panic!("timed out waiting for {what}; events:\n{}\nstderr:\n{}", dump(&events), self.stderr());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until `done` holds for stderr so far; returns it.
+    pub fn wait_stderr(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let stderr = self.stderr();
+            if done(&stderr) {
+                return stderr;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; stderr:\n{stderr}");
             }
             thread::sleep(Duration::from_millis(20));
         }

@@ -12,6 +12,10 @@ test knows what happened without guessing.
                                    SO_LINGER 0, so the close is a RST)
   peer.py attempt HOST PORT        a blocking connect; prints "connected" or the
                                    errno name it failed with
+  peer.py churn HOST PORT COUNT    COUNT connections, one after the other, to a
+                                   server of its own (a thread); each sends
+                                   REQUEST, reads RESPONSE and closes; prints
+                                   "done"
   peer.py rawsyn SPORT DPORT       a bare SYN from 127.0.0.1:SPORT to
                                    127.0.0.1:DPORT through a raw socket (the
                                    seed's scapy SYN, without scapy): no socket
@@ -35,6 +39,7 @@ import struct
 import sys
 import termios
 import time
+import threading
 
 REQUEST = 100
 RESPONSE = 1000
@@ -155,6 +160,31 @@ def talk(role, host, port, steps):
         else:
             sys.exit(f"unknown step {step}")
     print(f"done {sent} {received}", flush=True)
+def churn(host, port, count):
+    listener = socket.socket(family_of(host), socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
+    listener.listen(128)
+
+    def serve():
+        for _ in range(count):
+            conn, _ = listener.accept()
+            read_exactly(conn, REQUEST)
+            conn.sendall(b"r" * RESPONSE)
+            while conn.recv(4096):
+                pass
+            conn.close()
+
+    server = threading.Thread(target=serve)
+    server.start()
+    for _ in range(count):
+        conn = socket.create_connection((host, port), timeout=30)
+        conn.sendall(b"q" * REQUEST)
+        read_exactly(conn, RESPONSE)
+        conn.close()
+    server.join()
+    listener.close()
+    print("done", flush=True)
 
 
 def attempt(host, port):
@@ -205,6 +235,8 @@ if __name__ == "__main__":
         server(host, port, int(sys.argv[4]))
     elif mode == "client":
         client(host, port, sys.argv[4:])
+    elif mode == "churn":
+        churn(host, port, int(sys.argv[4]))
     elif mode == "attempt":
         attempt(host, port)
     else:
