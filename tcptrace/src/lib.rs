@@ -16,6 +16,7 @@ pub mod loader;
 pub mod model;
 pub mod notice;
 pub mod output;
+pub mod pipeline;
 pub mod probe;
 pub mod procfs;
 pub mod services;

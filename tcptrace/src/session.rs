@@ -18,14 +18,13 @@ use crate::{
     config::Config,
     error::{LoadError, RunError},
     events::Decoder,
-    identity::Resolver,
     loader::{self, Tracer},
     notice,
     output::{
         self, EventWriter, LossReason, RunInfo,
         sink::{self, Gate},
     },
-    services::Services,
+    pipeline::{self, Pipeline},
 };
 
 /// What a session did, for the closing line on stderr.
@@ -60,10 +59,11 @@ const BATCH_EVERY: Duration = Duration::from_millis(10);
 const BURST_RECORDS: u64 = 4096;
 const BURST_BATCH_EVERY: Duration = Duration::from_millis(2);
 
-/// When to drain next after a drain that took `drained` records; None: wait
-/// for the kernel's wake-up.
-fn next_drain(drained: u64) -> Option<tokio::time::Instant> {
+/// When to drain next after a drain that took `drained` records, with events
+/// still held for ordering or not; None: wait for the kernel's wake-up.
+fn next_drain(drained: u64, holding: bool) -> Option<tokio::time::Instant> {
     let after = match drained {
+        0 if holding => pipeline::HOLD,
         0 => return None,
         n if n >= BURST_RECORDS => BURST_BATCH_EVERY,
         _ => BATCH_EVERY,
@@ -96,9 +96,7 @@ pub async fn run<W: Write + AsFd + Send + 'static>(config: &Config, out: W) -> R
     // Some(deadline) while records keep coming: drain again then.
     let mut batching: Option<tokio::time::Instant> = None;
 
-    let decoder = Decoder::from_clocks(tracer.reset_reasons.clone());
-    let mut resolver = Resolver::new();
-    let services = Services::from_host();
+    let mut pipeline = Pipeline::new(Decoder::from_clocks(tracer.reset_reasons.clone()));
     let (out, backlog) = sink::spawn(out, sink::BACKLOG_BYTES).map_err(RunError::Output)?;
     let mut writer = Gate::new(output::writer(config.format, out, own_netns(), config.wide), backlog);
     let mut summary = Summary::default();
@@ -112,12 +110,12 @@ pub async fn run<W: Write + AsFd + Send + 'static>(config: &Config, out: W) -> R
             guard = ring.readable_mut(), if batching.is_none() => {
                 let mut guard = guard.map_err(RunError::Poll)?;
                 guard.clear_ready();
-                let drained = drain(guard.get_inner_mut(), &decoder, &mut resolver, &services, writer.as_mut(), &mut summary, limit)?;
-                batching = next_drain(drained);
+                let drained = drain(guard.get_inner_mut(), &mut pipeline, writer.as_mut(), &mut summary, limit, false)?;
+                batching = next_drain(drained, pipeline.holds_events());
             }
             () = sleep_until_some(batching) => {
-                let drained = drain(ring.get_mut(), &decoder, &mut resolver, &services, writer.as_mut(), &mut summary, limit)?;
-                batching = next_drain(drained);
+                let drained = drain(ring.get_mut(), &mut pipeline, writer.as_mut(), &mut summary, limit, false)?;
+                batching = next_drain(drained, pipeline.holds_events());
             }
             _ = loss_check.tick() => report_losses(&counters, &mut summary, &mut writer)?,
             _ = sigint.recv() => break,
@@ -126,7 +124,7 @@ pub async fn run<W: Write + AsFd + Send + 'static>(config: &Config, out: W) -> R
     }
     let output_deadline = Instant::now() + EXIT_GRACE;
     // What the kernel queued before we stopped still goes out.
-    drain(ring.get_mut(), &decoder, &mut resolver, &services, writer.as_mut(), &mut summary, limit)?;
+    drain(ring.get_mut(), &mut pipeline, writer.as_mut(), &mut summary, limit, true)?;
     report_losses(&counters, &mut summary, &mut writer)?;
     writer.stop(SystemTime::now(), &summary).and_then(|()| writer.flush()).map_err(RunError::Output)?;
     drop(tracer);
@@ -144,41 +142,18 @@ async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// Writes every record waiting in the ring (up to the --count limit), then
-/// flushes; returns how many records it took.
+/// One drain: every record waiting in the ring into the pipeline, then out
+/// what has waited long enough (everything, at exit). Returns the records taken.
 fn drain(
     ring: &mut RingBuf<MapData>,
-    decoder: &Decoder,
-    resolver: &mut Resolver,
-    services: &Services,
+    pipeline: &mut Pipeline,
     writer: &mut dyn EventWriter,
     summary: &mut Summary,
     limit: u64,
+    all: bool,
 ) -> Result<u64, RunError> {
-    let mut wrote = false;
-    let mut records = 0;
-    while summary.events < limit {
-        let Some(record) = ring.next() else { break };
-        records += 1;
-        match decoder.decode(&record) {
-            Ok(mut event) => {
-                if let Some(owner) = &event.owner {
-                    event.identity = resolver.identify(owner);
-                }
-                event.service = services.of(&event);
-                writer.event(&event).map_err(RunError::Output)?;
-                summary.events += 1;
-                wrote = true;
-            }
-            Err(error) => {
-                summary.malformed += 1;
-                log::warn!("skipping malformed event: {error}");
-            }
-        }
-    }
-    if wrote {
-        writer.flush().map_err(RunError::Output)?;
-    }
+    let records = pipeline.take(ring, summary);
+    pipeline.write(writer, summary, limit, all).map_err(RunError::Output)?;
     Ok(records)
 }
 

@@ -228,3 +228,26 @@ fn closed_stdout_ends_quietly() {
     let last = stderr.lines().last().unwrap_or_default();
     assert!(last.contains("tcptrace: ready"), "nothing may follow the ready line:\n{stderr}");
 }
+
+/// A burst of connections on two CPUs, every event kind on: the lines leave
+/// in kernel-time order, though the CPUs' records interleave in the ring by
+/// commit time.
+#[test]
+fn events_leave_in_kernel_time_order() {
+    require_root();
+    let ns = Netns::new();
+    let port = port();
+    let tracer = Tracer::start(&["-e", "all", "--netns", &ns.name]);
+    // Client and server on separate threads: softirq and process context on both CPUs.
+    ns.churn("127.0.0.1", port, 200);
+    let events = tracer.wait_for("every connection to close on both ends", |ev| {
+        ev.iter().filter(|e| e["event"] == "close").count() >= 400
+    });
+    let records = tracer.records();
+    tracer.stop();
+    let times: Vec<&str> = records.iter().filter_map(|r| r["ts"].as_str()).collect();
+    // RFC 3339 UTC with nine fraction digits sorts as text.
+    let disorder = times.windows(2).filter(|pair| pair[0] > pair[1]).count();
+    assert_eq!(disorder, 0, "{disorder} lines out of order among {}", times.len());
+    assert!(events.len() > 2000, "a burst of every kind: {} events", events.len());
+}
