@@ -13,6 +13,7 @@ pub mod lifecycle;
 pub mod loader;
 pub mod model;
 pub mod output;
+pub mod privileges;
 pub mod probe;
 pub mod procfs;
 pub mod session;

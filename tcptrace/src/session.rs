@@ -18,6 +18,7 @@ use crate::{
     events::Decoder,
     loader::{self, Tracer},
     output::{self, EventWriter},
+    privileges,
 };
 
 /// What a session did, for the closing line on stderr.
@@ -50,6 +51,7 @@ pub async fn run<W: Write>(config: &Config, out: W) -> Result<Summary, RunError>
         eprintln!("tcptrace: {hook}");
     }
     forward_kernel_logs(&mut tracer);
+    eprintln!("tcptrace: {}", privileges::drop_after_attach(&tracer, config.user.as_ref())?);
     let ring = take_map::<RingBuf<MapData>>(&mut tracer, "EVENTS")?;
     let counters = take_map::<PerCpuArray<MapData, u64>>(&mut tracer, "COUNTERS")?;
     // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd until
