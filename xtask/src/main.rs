@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod deploy;
 mod docs;
+mod image;
 mod loadgen;
 mod setup;
 mod shell;
@@ -62,6 +64,10 @@ enum Task {
         #[arg(long, default_value = "target/docs")]
         out: std::path::PathBuf,
     },
+    /// Build the container image (FROM scratch, with podman) and check it: entrypoint, labels, files, --version.
+    Image,
+    /// Check deploy/tcptrace.service offline: systemd-analyze verify and its security review (needs a release build).
+    VerifyUnit,
     /// Boot a stock Debian kernel in QEMU/KVM and run a command there, on the host's files.
     Vm(vm::Options),
 }
@@ -79,6 +85,8 @@ fn main() -> ExitCode {
                 eprintln!("xtask: wrote {}", file.display());
             }
         }),
+        Task::Image => image::build().and_then(|tag| image::check(&tag)),
+        Task::VerifyUnit => deploy::verify_systemd_unit(),
         Task::Loadgen { seconds, clients, port } => loadgen::run(seconds, clients, port),
         // The guest command's exit status becomes ours.
         Task::Vm(options) => return vm::run_command(&options).map_or_else(failure, ExitCode::from),

@@ -7,7 +7,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use crate::{
-    bench, setup,
+    bench, deploy, image, setup,
     shell::{as_root, is_root, output, run, workspace_root},
     vm::{self, Series},
 };
@@ -36,7 +36,10 @@ pub fn test() -> Result<()> {
     run(&mut cargo_test)?;
     kernel_tests()?;
     // A short run so the benchmark command cannot rot; its numbers mean nothing here.
-    bench::bench(&bench::Options { seconds: 1.0, rounds: 1, smoke: true, bpf_stats: false })
+    bench::bench(&bench::Options { seconds: 1.0, rounds: 1, smoke: true, bpf_stats: false })?;
+    // What deploy/ ships, checked offline (the release build is the bench's).
+    image::check(&image::build()?)?;
+    deploy::verify_systemd_unit()
 }
 
 /// The feature that builds the real-kernel tests (they need root).

@@ -1,0 +1,197 @@
+//! Offline checks of what deploy/ ships: the systemd unit passes
+//! `systemd-analyze verify` (and its security review stays under a ceiling),
+//! and, as unit tests, the Kubernetes DaemonSet has the shape, arguments,
+//! capabilities and mounts tcptrace needs. Neither needs a cluster nor a
+//! running systemd.
+use std::{fs, process::Command};
+
+use anyhow::{Context, Result, ensure};
+
+use crate::{
+    setup,
+    shell::{found, output, run, workspace_root},
+};
+
+const UNIT: &str = "deploy/tcptrace.service";
+/// The path the unit starts tcptrace from.
+const UNIT_BINARY: &str = "/usr/local/bin/tcptrace";
+/// `systemd-analyze security` scores exposure from 0.0 (locked down) to 10.0,
+/// and takes the ceiling in tenths; the unit scores 3.0 with systemd 252. A
+/// change that loosens it fails here.
+const EXPOSURE_CEILING: &str = "30";
+
+/// `systemd-analyze verify` on a copy of the unit whose ExecStart names the
+/// release binary (verify insists the binary exists; the host stays as it
+/// is), then its offline security review against [`EXPOSURE_CEILING`].
+pub fn verify_systemd_unit() -> Result<()> {
+    if !found("systemd-analyze") {
+        setup::packages(&["systemd"])?;
+    }
+    let root = workspace_root();
+    let binary = root.join("target/release/tcptrace");
+    ensure!(binary.exists(), "{} is missing: cargo build --release -p tcptrace", binary.display());
+    let unit = fs::read_to_string(root.join(UNIT)).with_context(|| format!("read {UNIT}"))?;
+    let exec = format!("ExecStart={UNIT_BINARY} ");
+    ensure!(unit.contains(&exec), "{UNIT} must start {UNIT_BINARY}");
+    let dir = root.join("target/systemd-verify");
+    fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let copy = dir.join("tcptrace.service");
+    fs::write(&copy, unit.replace(&exec, &format!("ExecStart={} ", binary.display())))
+        .with_context(|| format!("write {}", copy.display()))?;
+    // verify exits 0 on unknown keys and bad values, which it only prints.
+    eprintln!("xtask: systemd-analyze verify {}", copy.display());
+    let verify = Command::new("systemd-analyze").arg("verify").arg(&copy).output().context("systemd-analyze verify")?;
+    let said = String::from_utf8_lossy(&verify.stderr).into_owned() + &String::from_utf8_lossy(&verify.stdout);
+    let about_unit: Vec<&str> = said.lines().filter(|line| line.contains("tcptrace.service")).collect();
+    ensure!(verify.status.success() && about_unit.is_empty(), "systemd-analyze verify {UNIT}: {}", said.trim());
+    run(Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--no-pager", &format!("--threshold={EXPOSURE_CEILING}")])
+        .arg(&copy)
+        .stdout(std::process::Stdio::null()))?;
+    let score = output(Command::new("systemd-analyze").args(["security", "--offline=yes", "--no-pager"]).arg(&copy));
+    let score = score.as_deref().and_then(|text| text.lines().last()).unwrap_or_default().to_owned();
+    eprintln!("xtask: {UNIT}: systemd-analyze verify passed; {}", score.trim());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use clap::Parser;
+    use serde::Deserialize;
+    use serde_norway::Value;
+
+    use super::*;
+    use crate::{
+        docs::cli::{Cli, OutputArg},
+        image,
+    };
+
+    /// What tcptrace needs to start, the same in every deployment: load and
+    /// attach (BPF, PERFMON, NET_ADMIN), enter network namespaces for sock_diag
+    /// and mount tracefs (SYS_ADMIN), read other users' /proc/PID/fd for listener
+    /// owners (SYS_PTRACE, DAC_READ_SEARCH), empty its bounding set after
+    /// attaching (SETPCAP). It drops them all once attached.
+    const START_CAPABILITIES: &[&str] =
+        &["BPF", "PERFMON", "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH", "SETPCAP"];
+    /// Added where tcptrace is run with --user.
+    const USER_CAPABILITIES: &[&str] = &["SETUID", "SETGID"];
+
+    fn manifests() -> Vec<Value> {
+        let text = fs::read_to_string(workspace_root().join("deploy/kubernetes/tcptrace.yaml")).expect("manifest");
+        serde_norway::Deserializer::from_str(&text).map(|doc| Value::deserialize(doc).expect("YAML")).collect()
+    }
+
+    fn daemonset() -> Value {
+        let docs = manifests();
+        docs.into_iter().find(|doc| doc["kind"] == "DaemonSet").expect("a DaemonSet")
+    }
+
+    fn strings(value: &Value) -> Vec<String> {
+        value.as_sequence().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_owned)).collect()
+    }
+
+    #[test]
+    fn every_document_is_a_kubernetes_object() {
+        for doc in manifests() {
+            for field in ["apiVersion", "kind", "metadata"] {
+                assert!(!doc[field].is_null(), "{field} missing: {doc:?}");
+            }
+            assert!(doc["metadata"]["name"].is_string(), "{doc:?}");
+        }
+    }
+
+    #[test]
+    fn daemonset_selects_its_own_pods() {
+        let ds = daemonset();
+        assert_eq!(ds["apiVersion"], "apps/v1");
+        assert_eq!(ds["metadata"]["namespace"], "tcptrace");
+        let selector = ds["spec"]["selector"]["matchLabels"].as_mapping().expect("matchLabels");
+        let labels = ds["spec"]["template"]["metadata"]["labels"].as_mapping().expect("pod labels");
+        assert!(!selector.is_empty());
+        for (key, value) in selector {
+            assert_eq!(labels.get(key), Some(value), "pod labels lack {key:?}");
+        }
+    }
+
+    #[test]
+    fn daemonset_sees_the_host() {
+        let pod = &daemonset()["spec"]["template"]["spec"];
+        // hostPID: /proc is the host's (listener owners, --netns by pid);
+        // hostNetwork: sock_diag answers for the host's namespace.
+        assert_eq!(pod["hostPID"], true);
+        assert_eq!(pod["hostNetwork"], true);
+        assert_eq!(pod["automountServiceAccountToken"], false, "tcptrace never talks to the API server");
+        let containers = pod["containers"].as_sequence().expect("containers");
+        assert_eq!(containers.len(), 1);
+        let mounts: Vec<(String, bool)> = containers[0]["volumeMounts"]
+            .as_sequence()
+            .expect("volumeMounts")
+            .iter()
+            .map(|m| (m["mountPath"].as_str().expect("mountPath").to_owned(), m["readOnly"] == true))
+            .collect();
+        let volumes = pod["volumes"].as_sequence().expect("volumes");
+        for path in ["/sys/kernel/btf", "/sys/kernel/tracing", "/sys/fs/cgroup", "/run/netns"] {
+            assert!(mounts.contains(&(path.to_owned(), true)), "{path} not mounted read-only: {mounts:?}");
+            let mount = containers[0]["volumeMounts"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .find(|m| m["mountPath"] == path)
+                .expect("mount");
+            let volume = volumes.iter().find(|v| v["name"] == mount["name"]).expect("volume of mount");
+            assert_eq!(volume["hostPath"]["path"], path, "{path} comes from the host's {path}");
+        }
+    }
+
+    #[test]
+    fn container_runs_tcptrace_as_json_with_the_capabilities_it_needs() {
+        let pod = &daemonset()["spec"]["template"]["spec"];
+        let container = &pod["containers"][0];
+        let command = strings(&container["command"]);
+        let args = strings(&container["args"]);
+        assert_eq!(command, [image::BINARY], "the binary's path in the image");
+        // The arguments are tcptrace's own: parsed by its CLI definition.
+        let cli = Cli::try_parse_from(command.iter().chain(&args)).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        assert_eq!(cli.output, OutputArg::Json, "JSON Lines on stdout for the node's log agent");
+        assert!(cli.count.is_none(), "a DaemonSet runs until stopped");
+        if let Some(user) = &cli.user {
+            assert!(image::PASSWD.lines().any(|l| l.starts_with(&format!("{user}:"))), "{user} not in the image");
+        }
+
+        let security = &container["securityContext"];
+        assert_eq!(security["privileged"], false, "capabilities, not privileged");
+        assert_eq!(security["allowPrivilegeEscalation"], false);
+        assert_eq!(security["readOnlyRootFilesystem"], true);
+        assert_eq!(security["runAsUser"], 0, "starts as root; --user switches after attaching");
+        assert_eq!(strings(&security["capabilities"]["drop"]), ["ALL"]);
+        let added: BTreeSet<String> = strings(&security["capabilities"]["add"]).into_iter().collect();
+        let mut needed: BTreeSet<String> = START_CAPABILITIES.iter().map(|c| (*c).to_owned()).collect();
+        if cli.user.is_some() {
+            needed.extend(USER_CAPABILITIES.iter().map(|c| (*c).to_owned()));
+        }
+        assert_eq!(added, needed, "exactly what starting needs");
+    }
+
+    /// The unit and the DaemonSet grant the same start-up capabilities.
+    #[test]
+    fn systemd_unit_bounds_what_starting_needs() {
+        let unit = fs::read_to_string(workspace_root().join(UNIT)).expect("unit");
+        let setting = |key: &str| {
+            unit.lines().find_map(|line| line.strip_prefix(&format!("{key}="))).map(str::trim).map(str::to_owned)
+        };
+        let bounding: BTreeSet<String> = setting("CapabilityBoundingSet")
+            .expect("CapabilityBoundingSet")
+            .split_whitespace()
+            .map(|cap| cap.trim_start_matches("CAP_").to_owned())
+            .collect();
+        let needed: BTreeSet<String> = START_CAPABILITIES.iter().map(|c| (*c).to_owned()).collect();
+        assert_eq!(bounding, needed);
+        assert_eq!(setting("ExecStart").as_deref(), Some("/usr/local/bin/tcptrace -o json"));
+        assert_eq!(setting("StandardOutput").as_deref(), Some("journal"));
+        assert_eq!(setting("NoNewPrivileges").as_deref(), Some("yes"));
+        assert_eq!(setting("PrivateNetwork"), None, "sock_diag needs the host's network namespace");
+        assert_eq!(setting("PrivateUsers"), None, "a user namespace would void the capabilities");
+    }
+}
