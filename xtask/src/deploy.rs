@@ -3,7 +3,11 @@
 //! and, as unit tests, the Kubernetes DaemonSet has the shape, arguments,
 //! capabilities and mounts tcptrace needs. Neither needs a cluster nor a
 //! running systemd.
-use std::{fs, process::Command};
+use std::{
+    fs,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result, ensure};
 
@@ -52,6 +56,146 @@ pub fn verify_systemd_unit() -> Result<()> {
     let score = score.as_deref().and_then(|text| text.lines().last()).unwrap_or_default().to_owned();
     eprintln!("xtask: {UNIT}: systemd-analyze verify passed; {}", score.trim());
     Ok(())
+}
+
+/// Runs the unit for real: this machine's PID 1 is not systemd (`systemctl`
+/// cannot operate), so a systemd-nspawn container boots the host's own /usr
+/// (a tmpfs root, private network, the host's kernel) with the unit and the
+/// release binary bound in, and its systemd starts the unit. Checks that
+/// tcptrace gets ready under the unit's sandbox (system call filter,
+/// capability bounding set, no_new_privs), holds no capability afterwards,
+/// reports a connection made in the container to the journal as JSON, and
+/// stops cleanly.
+pub fn run_unit_in_container() -> Result<()> {
+    setup::packages(&["systemd-container"])?;
+    let root = workspace_root();
+    let release = root.join("target/release");
+    ensure!(release.join("tcptrace").exists(), "build tcptrace in release mode first");
+    let log = root.join("target/systemd-verify/nspawn.log");
+    let mut nspawn = Command::new("systemd-nspawn");
+    nspawn
+        .args(["--quiet", "--directory=/", "--volatile=yes", "--register=no", "--keep-unit", "--private-network"])
+        .arg(format!("--machine=tcptrace-check-{}", std::process::id()))
+        // What a host gives its services: the unit bounds them to what it lists.
+        // CAP_SYS_RAWIO lets the container's systemd mount tracefs, as a host's does.
+        .args([
+            "--capability=CAP_BPF,CAP_PERFMON,CAP_NET_ADMIN,CAP_SYS_RAWIO",
+            "--system-call-filter=bpf perf_event_open",
+        ])
+        .arg(format!("--bind-ro={}:/usr/local/bin", release.display()))
+        .arg(format!("--bind-ro={}:/etc/systemd/system/tcptrace.service", root.join(UNIT).display()))
+        .args(["--console=pipe", "--boot"]);
+    eprintln!("xtask: booting the host's systemd in a container (systemd-nspawn) to run {UNIT}");
+    let file = fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+    let mut child = nspawn
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .spawn()
+        .context("cannot start systemd-nspawn")?;
+    let result = Container::find(child.id()).and_then(|container| {
+        let checked = container.check_unit();
+        let _ = container.exec(&["systemctl", "poweroff"]);
+        checked
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    result.with_context(|| format!("running {UNIT} under systemd in a container (console: {})", log.display()))
+}
+
+/// A booted container, entered with nsenter through its init's pid.
+struct Container {
+    init: u32,
+}
+
+impl Container {
+    /// Waits for the container's init (nspawn's child) and its manager.
+    fn find(nspawn: u32) -> Result<Self> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let children = fs::read_to_string(format!("/proc/{nspawn}/task/{nspawn}/children")).unwrap_or_default();
+            if let Some(init) = children.split_whitespace().next().and_then(|pid| pid.parse().ok()) {
+                let container = Self { init };
+                // Its manager answers once booting is under way; the unit's
+                // start job waits for what it is ordered after.
+                let state = container.exec(&["systemctl", "is-system-running"]).unwrap_or_default();
+                if ["starting", "running", "degraded"].contains(&state.as_str()) {
+                    return Ok(container);
+                }
+            }
+            ensure!(Instant::now() < deadline, "the container's systemd never came up");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// stdout of `command` run inside, whatever its exit status.
+    fn exec(&self, command: &[&str]) -> Result<String> {
+        let out = Command::new("nsenter")
+            .args(["-t", &self.init.to_string(), "-a"])
+            .args(command)
+            .stdin(Stdio::null())
+            .output()
+            .context("cannot run nsenter")?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    fn journal(&self) -> Result<String> {
+        self.exec(&["journalctl", "--unit=tcptrace.service", "--output=cat", "--no-pager"])
+    }
+
+    fn wait_for(&self, what: &str, done: impl Fn(&str) -> bool) -> Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let journal = self.journal()?;
+            if done(&journal) {
+                return Ok(journal);
+            }
+            ensure!(Instant::now() < deadline, "no {what} in the journal:\n{journal}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    fn check_unit(&self) -> Result<()> {
+        self.exec(&["systemctl", "start", "tcptrace.service"])?;
+        let ready = "tcptrace: ready";
+        let journal = self.wait_for("ready line", |j| j.contains(ready) || j.contains("Failed with result"))?;
+        ensure!(journal.contains(ready), "tcptrace failed under the unit:\n{journal}");
+        let pid = self.exec(&["systemctl", "show", "--property=MainPID", "--value", "tcptrace.service"])?;
+        let status = self.exec(&["cat", &format!("/proc/{pid}/status")])?;
+        for (key, want) in
+            [("CapEff", "0000000000000000"), ("CapPrm", "0000000000000000"), ("NoNewPrivs", "1"), ("Seccomp", "2")]
+        {
+            let got = status.lines().find_map(|l| l.strip_prefix(&format!("{key}:"))).map(str::trim);
+            ensure!(got == Some(want), "tcptrace under the unit: {key} is {got:?}, expected {want}\n{status}");
+        }
+        // A connection inside the container's own network namespace.
+        let connect = "import socket\ns = socket.create_server(('127.0.0.1', 0))\n\
+                       c = socket.create_connection(s.getsockname())\na, _ = s.accept()\nc.close()\na.close()";
+        self.exec(&["python3", "-c", connect])?;
+        self.wait_for("JSON close event of python3", |journal| {
+            journal.lines().any(|line| {
+                serde_json::from_str::<serde_json::Value>(line)
+                    .is_ok_and(|event| event["event"] == "close" && event["comm"] == "python3")
+            })
+        })?;
+        self.exec(&["systemctl", "stop", "tcptrace.service"])?;
+        let result =
+            self.exec(&["systemctl", "show", "--property=Result", "--property=ExecMainStatus", "tcptrace.service"])?;
+        ensure!(result.contains("Result=success") && result.contains("ExecMainStatus=0"), "stopping: {result}");
+        let journal = self.wait_for("closing summary", |journal| journal.contains(" lost, "))?;
+        let summary = journal.lines().find(|line| line.contains(" lost, ")).unwrap_or_default();
+        eprintln!(
+            "xtask: {UNIT} ran under systemd: ready, no capabilities, seccomp on, events in the journal; {summary}"
+        );
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -66,7 +66,7 @@ enum Task {
     },
     /// Build the container image (FROM scratch, with podman) and check it: entrypoint, labels, files, --version.
     Image,
-    /// Check deploy/tcptrace.service offline: systemd-analyze verify and its security review (needs a release build).
+    /// Check deploy/tcptrace.service: systemd-analyze verify and security, then run it under systemd in a container.
     VerifyUnit,
     /// Boot a stock Debian kernel in QEMU/KVM and run a command there, on the host's files.
     Vm(vm::Options),
@@ -86,7 +86,7 @@ fn main() -> ExitCode {
             }
         }),
         Task::Image => image::build().and_then(|tag| image::check(&tag)),
-        Task::VerifyUnit => deploy::verify_systemd_unit(),
+        Task::VerifyUnit => deploy::verify_systemd_unit().and_then(|()| deploy::run_unit_in_container()),
         Task::Loadgen { seconds, clients, port } => loadgen::run(seconds, clients, port),
         // The guest command's exit status becomes ours.
         Task::Vm(options) => return vm::run_command(&options).map_or_else(failure, ExitCode::from),

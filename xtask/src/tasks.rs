@@ -39,7 +39,8 @@ pub fn test() -> Result<()> {
     bench::bench(&bench::Options { seconds: 1.0, rounds: 1, smoke: true, bpf_stats: false })?;
     // What deploy/ ships, checked offline (the release build is the bench's).
     image::check(&image::build()?)?;
-    deploy::verify_systemd_unit()
+    deploy::verify_systemd_unit()?;
+    deploy::run_unit_in_container()
 }
 
 /// The feature that builds the real-kernel tests (they need root).
