@@ -16,8 +16,6 @@
 //! CAP_SYS_PTRACE (the kernel's ptrace read check guards it; /proc/PID/cgroup,
 //! comm and cmdline need none) and must add it to what is kept here, knowing
 //! that CAP_SYS_PTRACE also lets a process attach to any other one.
-//!
-//! Capabilities belong to each thread: this runs while the process has one.
 use std::collections::HashSet;
 
 use aya::maps::{MapError, PerCpuArray};
@@ -71,10 +69,7 @@ impl std::fmt::Display for Dropped {
 /// user can ptrace it or take its BPF fds), and becomes `user` if given.
 /// The tracer's fds stay open: they are what it reads from.
 pub fn drop_after_attach(tracer: &Tracer, user: Option<&RunAs>) -> Result<Dropped, PrivilegeError> {
-    let threads = std::fs::read_dir("/proc/self/task").map(Iterator::count).map_err(PrivilegeError::Threads)?;
-    if threads != 1 {
-        return Err(PrivilegeError::Threaded(threads));
-    }
+    only_thread()?;
     let kept = if lookups_need_cap_bpf(tracer)? { HashSet::from([Capability::CAP_BPF]) } else { HashSet::new() };
 
     caps::clear(None, CapSet::Ambient).map_err(caps_error("clearing the ambient set"))?;
@@ -107,6 +102,24 @@ pub fn drop_after_attach(tracer: &Tracer, user: Option<&RunAs>) -> Result<Droppe
         return Err(PrivilegeError::StillHeld(format!("{permitted:?}")));
     }
     Ok(Dropped { kept, bounding_emptied, user: user.cloned() })
+}
+
+/// Capabilities, no_new_privs and keep-caps belong to each thread, so no
+/// other may be running. The start-up threads (BTF, sock_diag) are joined by
+/// now, but a joined thread leaves /proc/self/task a moment after join
+/// returns: allow it that moment.
+fn only_thread() -> Result<(), PrivilegeError> {
+    let started = std::time::Instant::now();
+    loop {
+        let threads = std::fs::read_dir("/proc/self/task").map(Iterator::count).map_err(PrivilegeError::Threads)?;
+        if threads == 1 {
+            return Ok(());
+        }
+        if started.elapsed() > std::time::Duration::from_millis(500) {
+            return Err(PrivilegeError::Threaded(threads));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 /// Whether reading the loss counters, a bpf() map lookup on an fd we hold,

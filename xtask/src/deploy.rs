@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 
 use crate::{
     setup,
@@ -110,6 +110,11 @@ pub fn run_unit_in_container() -> Result<()> {
     result.with_context(|| format!("running {UNIT} under systemd in a container (console: {})", log.display()))
 }
 
+/// Connections the unit check makes, 6 events each (connect, accept, two
+/// established, two close): more lines than journald lets a unit log in 30 s
+/// by default (10,000, scaled up with free disk space: about 33,000 here).
+const CONNECTIONS: usize = 10_000;
+
 /// A booted container, entered with nsenter through its init's pid.
 struct Container {
     init: u32,
@@ -146,8 +151,17 @@ impl Container {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
+    /// tcptrace's lines (by the unit's SyslogIdentifier) and systemd's about
+    /// the unit (its failures).
     fn journal(&self) -> Result<String> {
-        self.exec(&["journalctl", "--unit=tcptrace.service", "--output=cat", "--no-pager"])
+        self.exec(&[
+            "journalctl",
+            "--output=cat",
+            "--no-pager",
+            "SYSLOG_IDENTIFIER=tcptrace",
+            "+",
+            "UNIT=tcptrace.service",
+        ])
     }
 
     fn wait_for(&self, what: &str, done: impl Fn(&str) -> bool) -> Result<String> {
@@ -175,24 +189,41 @@ impl Container {
             let got = status.lines().find_map(|l| l.strip_prefix(&format!("{key}:"))).map(str::trim);
             ensure!(got == Some(want), "tcptrace under the unit: {key} is {got:?}, expected {want}\n{status}");
         }
-        // A connection inside the container's own network namespace.
-        let connect = "import socket\ns = socket.create_server(('127.0.0.1', 0))\n\
-                       c = socket.create_connection(s.getsockname())\na, _ = s.accept()\nc.close()\na.close()";
-        self.exec(&["python3", "-c", connect])?;
-        self.wait_for("JSON close event of python3", |journal| {
-            journal.lines().any(|line| {
-                serde_json::from_str::<serde_json::Value>(line)
-                    .is_ok_and(|event| event["event"] == "close" && event["comm"] == "python3")
-            })
-        })?;
+        // Connections inside the container's own network namespace: more
+        // events than journald lets a unit log in 30 s by default, so a unit
+        // that leaves its rate limit on loses some here.
+        let churn = format!(
+            "import socket\ns = socket.create_server(('127.0.0.1', 0), backlog=512)\n\
+             for _ in range({CONNECTIONS}):\n    c = socket.create_connection(s.getsockname())\n    \
+             a, _ = s.accept()\n    c.close()\n    a.close()"
+        );
+        self.exec(&["python3", "-c", &churn])?;
+        // SIGTERM: tcptrace prints what the kernel queued, then its summary.
         self.exec(&["systemctl", "stop", "tcptrace.service"])?;
         let result =
             self.exec(&["systemctl", "show", "--property=Result", "--property=ExecMainStatus", "tcptrace.service"])?;
         ensure!(result.contains("Result=success") && result.contains("ExecMainStatus=0"), "stopping: {result}");
-        let journal = self.wait_for("closing summary", |journal| journal.contains(" lost, "))?;
-        let summary = journal.lines().find(|line| line.contains(" lost, ")).unwrap_or_default();
+        // Every event tcptrace printed reached the journal: as many JSON lines
+        // as its closing summary counts (journald may still be catching up).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (summary, lines) = loop {
+            let summary = self.exec(&["sh", "-c", "journalctl -o cat --no-pager -t tcptrace | grep ' events, '"])?;
+            let lines = self.exec(&["sh", "-c", "journalctl -o cat --no-pager -t tcptrace | grep -c '^{'"])?;
+            let printed = summary.strip_prefix("tcptrace: ").and_then(|s| s.split_once(' ')).map(|(n, _)| n);
+            if printed.is_some_and(|printed| printed == lines) {
+                break (summary, lines);
+            }
+            if Instant::now() > deadline {
+                let all = self.exec(&["journalctl", "--output=short-precise", "--no-pager", "--lines=40"])?;
+                bail!("the journal has {lines} events, tcptrace's summary says {summary:?}; its last lines:\n{all}");
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        };
+        let ours =
+            self.exec(&["sh", "-c", "journalctl -o cat --no-pager -t tcptrace | grep -c '\"comm\":\"python3\"'"])?;
+        ensure!(ours.parse::<usize>().unwrap_or(0) >= 2 * CONNECTIONS, "only {ours} events of the connections made");
         eprintln!(
-            "xtask: {UNIT} ran under systemd: ready, no capabilities, seccomp on, events in the journal; {summary}"
+            "xtask: {UNIT} ran under systemd: ready, no capabilities, seccomp on, all {lines} events in the journal; {summary}"
         );
         Ok(())
     }
