@@ -72,6 +72,7 @@ pub fn run_unit_in_container() -> Result<()> {
     let release = root.join("target/release");
     ensure!(release.join("tcptrace").exists(), "build tcptrace in release mode first");
     let log = root.join("target/systemd-verify/nspawn.log");
+    fs::create_dir_all(root.join("target/systemd-verify")).context("create target/systemd-verify")?;
     let mut nspawn = Command::new("systemd-nspawn");
     nspawn
         .args(["--quiet", "--directory=/", "--volatile=yes", "--register=no", "--keep-unit", "--private-network"])
