@@ -97,6 +97,12 @@ pub struct Cli {
     /// method wherever a hook offers it, and fail if it cannot attach.
     #[arg(long, value_enum, default_value_t = AttachArg::Auto)]
     pub attach: AttachArg,
+
+    /// After attaching, run as this user (a name or uid), with its group and
+    /// no supplementary groups. Every capability is dropped after attaching
+    /// either way; this also gives up uid 0.
+    #[arg(long = "user", value_name = "NAME")]
+    pub user: Option<String>,
 }
 
 const FILTERS: &str = "Filters (in the kernel; AND across kinds, OR within one)";

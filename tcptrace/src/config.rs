@@ -5,6 +5,7 @@ use crate::{
     cli::{AttachArg, Cli, EventArg, OutputArg},
     events::EventKind,
     filters::{Filters, MAX_FILTER_ENTRIES},
+    privileges::RunAs,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +19,8 @@ pub struct Config {
     pub ring_buffer_bytes: u32,
     pub count: Option<NonZeroU64>,
     pub attach: Attach,
+    /// Whom to become after attaching (--user).
+    pub user: Option<RunAs>,
 }
 
 /// The event kinds the user wants.
@@ -91,6 +94,8 @@ pub enum ConfigError {
     TooMany { what: &'static str },
     #[error("--uid {0}: no such user")]
     UnknownUser(String),
+    #[error("--user {0}: no such user")]
+    UnknownRunAs(String),
     #[error("--comm {0:?}: a command name is 1 to 15 bytes, without NUL")]
     BadComm(String),
     #[error("--cgroup: this host has no cgroup v2 hierarchy mounted")]
@@ -105,6 +110,7 @@ impl TryFrom<Cli> for Config {
     type Error = ConfigError;
 
     fn try_from(cli: Cli) -> Result<Self, Self::Error> {
+        let user = cli.user.as_deref().map(run_as).transpose()?;
         let filters = Filters::from_cli(&cli)?;
         let count = match cli.count {
             Some(n) => Some(NonZeroU64::new(n).ok_or(ConfigError::ZeroCount)?),
@@ -138,8 +144,24 @@ impl TryFrom<Cli> for Config {
         if cli.states {
             events = events.with(EventKind::State);
         }
-        Ok(Self { format, events, filters, wide: cli.wide, ring_buffer_bytes: cli.ring_buffer << 20, count, attach })
+        Ok(Self {
+            format,
+            events,
+            filters,
+            wide: cli.wide,
+            ring_buffer_bytes: cli.ring_buffer << 20,
+            count,
+            attach,
+            user,
+        })
     }
+}
+
+/// A user from the user database, by name or uid.
+fn run_as(user: &str) -> Result<RunAs, ConfigError> {
+    let found = uzers::get_user_by_name(user).or_else(|| user.parse().ok().and_then(uzers::get_user_by_uid));
+    let found = found.ok_or_else(|| ConfigError::UnknownRunAs(user.to_owned()))?;
+    Ok(RunAs { name: found.name().to_string_lossy().into_owned(), uid: found.uid(), gid: found.primary_group_id() })
 }
 
 #[cfg(test)]
@@ -174,6 +196,15 @@ mod tests {
         let all = parse(&["-e", "all"]).expect("valid").events;
         assert!(EventKind::ALL.iter().all(|&kind| all.contains(kind)));
         assert!(Cli::try_parse_from(["tcptrace", "--events", "connect,bogus"]).is_err());
+    }
+
+    #[test]
+    fn user_by_name_or_uid() {
+        let root = RunAs { name: "root".into(), uid: 0, gid: 0 };
+        assert_eq!(parse(&["--user", "root"]).expect("valid").user, Some(root.clone()));
+        assert_eq!(parse(&["--user", "0"]).expect("valid").user, Some(root));
+        assert_eq!(parse(&[]).expect("valid").user, None);
+        assert_eq!(parse(&["--user", "no-such-user-x"]), Err(ConfigError::UnknownRunAs("no-such-user-x".into())));
     }
 
     #[test]

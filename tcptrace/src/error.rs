@@ -93,6 +93,39 @@ pub enum RunError {
     /// Reading the kernel's loss counters failed.
     #[error("reading kernel counters: {0}")]
     Counters(#[source] aya::maps::MapError),
+    /// Giving up privileges after attaching failed.
+    #[error(transparent)]
+    Privileges(#[from] PrivilegeError),
+}
+
+/// Giving up privileges after attaching (privileges.rs). tcptrace stops
+/// rather than run with more than it said it would keep.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivilegeError {
+    /// /proc/self/task could not be read to count threads.
+    #[error("cannot drop privileges: counting threads in /proc/self/task: {0}")]
+    Threads(#[source] std::io::Error),
+    /// Capabilities belong to each thread; another thread would keep them.
+    #[error("cannot drop privileges: {0} threads are running, and each holds its own capabilities")]
+    Threaded(usize),
+    /// A capability set could not be read or changed.
+    #[error("cannot drop privileges: {what}: {source}")]
+    Capabilities { what: &'static str, source: caps::errors::CapsError },
+    /// prctl refused (no_new_privs, dumpable).
+    #[error("cannot drop privileges: {what}: {source}")]
+    Prctl { what: &'static str, source: nix::Error },
+    /// setgroups, setresgid or setresuid refused (they take CAP_SETGID and CAP_SETUID).
+    #[error("--user {name}: {step} failed: {source} (switching users takes CAP_SETUID and CAP_SETGID)")]
+    SwitchUser { name: String, step: &'static str, source: nix::Error },
+    /// The capabilities left differ from those meant to be kept.
+    #[error("cannot drop privileges: still holding {0}")]
+    StillHeld(String),
+    /// The map used to learn whether lookups need CAP_BPF is missing.
+    #[error("eBPF map {0} is missing from the object")]
+    MissingMap(&'static str),
+    /// Looking up that map failed other than for want of privilege.
+    #[error("eBPF map {name}: {source}")]
+    Map { name: &'static str, source: aya::maps::MapError },
 }
 
 impl RunError {

@@ -17,6 +17,7 @@ pub mod model;
 pub mod notice;
 pub mod output;
 pub mod pipeline;
+pub mod privileges;
 pub mod probe;
 pub mod procfs;
 pub mod services;

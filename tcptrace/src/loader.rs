@@ -1,11 +1,7 @@
 //! Load the kernel object, set its load-time globals and filter maps, attach.
 //!
 //! Which method each hook gets is attach.rs's business.
-use std::{
-    path::Path,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{path::Path, sync::Arc, time::Instant};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -80,35 +76,24 @@ pub fn load(config: &Config) -> Result<Tracer, LoadError> {
     Ok(Tracer { ebpf, hooks, reset_reasons: tracefs::reset_reasons(&tracefs) })
 }
 
-/// How long start-up waits for the owners of listeners that predate tracing.
-/// Finding them reads every open file of every process (as `ss -p` does): a
-/// host holding tens of thousands of sockets takes longer, and the scan goes
-/// on in the background after "ready".
-const LISTENER_SCAN_BUDGET: Duration = Duration::from_millis(100);
-
 /// Tells the kernel who owns the listeners that were open before we attached.
+/// Finding them reads every open file of every process (as `ss -p` does), so
+/// on a host holding tens of thousands of sockets this is most of start-up;
+/// it finishes before the capabilities it needs are dropped (privileges.rs).
 fn seed_listeners(ebpf: &mut Ebpf) -> Result<(), LoadError> {
     const NAME: &str = "LISTENERS";
     /// BPF_NOEXIST: an entry the kernel side just wrote is fresher than our scan.
     const NO_OVERWRITE: u64 = 1;
-    let map = ebpf.take_map(NAME).ok_or(LoadError::MissingMap(NAME))?;
+    let map = ebpf.map_mut(NAME).ok_or(LoadError::MissingMap(NAME))?;
     let mut listeners: HashMap<_, ListenerKey, Owner> =
         HashMap::try_from(map).map_err(|source| LoadError::Map { name: NAME, source })?;
-    let (done, scanned) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        procfs::for_each_listener(Path::new("/proc"), |key, owner| {
-            match listeners.insert(&key, &owner, NO_OVERWRITE) {
-                Ok(()) => {}
-                Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
-                Err(error) => log::warn!("cannot record the owner of a listener on port {}: {error}", key.port),
-            }
-        });
-        let _ = done.send(());
+    let mut failed = None;
+    procfs::for_each_listener(Path::new("/proc"), |key, owner| match listeners.insert(&key, &owner, NO_OVERWRITE) {
+        Ok(()) => {}
+        Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
+        Err(source) => failed = Some(source),
     });
-    if scanned.recv_timeout(LISTENER_SCAN_BUDGET).is_err() {
-        log::info!("owners of listeners that predate tracing: still reading /proc, in the background");
-    }
-    Ok(())
+    failed.map_or(Ok(()), |source| Err(LoadError::Map { name: NAME, source }))
 }
 
 /// Whether fentry programs load here (None: nobody will try them).

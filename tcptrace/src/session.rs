@@ -25,6 +25,7 @@ use crate::{
         sink::{self, Gate},
     },
     pipeline::{self, Pipeline},
+    privileges,
 };
 
 /// What a session did, for the closing line on stderr.
@@ -85,6 +86,7 @@ pub async fn run<W: Write + AsFd + Send + 'static>(config: &Config, out: W) -> R
         notice!("tcptrace: {hook}");
     }
     forward_kernel_logs(&mut tracer);
+    notice!("tcptrace: {}", privileges::drop_after_attach(&tracer, config.user.as_ref())?);
     let ring = take_map::<RingBuf<MapData>>(&mut tracer, "EVENTS")?;
     let counters = take_map::<PerCpuArray<MapData, u64>>(&mut tracer, "COUNTERS")?;
     // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd until

@@ -48,6 +48,7 @@ fn meaningless_values_get_one_line_errors() {
         (&["-n", "0"][..], "tcptrace: --count 0 would print nothing: give a count of at least 1\n"),
         (&["-L", "0"][..], "tcptrace: --lport 0 matches no connection: ports start at 1\n"),
         (&["-u", "no-such-user-x"][..], "tcptrace: --uid no-such-user-x: no such user\n"),
+        (&["--user", "no-such-user-x"][..], "tcptrace: --user no-such-user-x: no such user\n"),
         (
             &["--netns", "no-such-ns-x"][..],
             "tcptrace: --netns no-such-ns-x: no such network namespace (/run/netns/no-such-ns-x: No such file or directory (os error 2))\n",

@@ -12,7 +12,7 @@ use clap_complete::Shell;
 // The CLI's clap types alone (cli.rs holds nothing else), so generating the
 // docs does not need the kernel programs built.
 #[path = "../../tcptrace/src/cli.rs"]
-mod cli;
+pub mod cli;
 
 /// Writes tcptrace.1 and the bash, zsh and fish completions into `out`;
 /// returns the files written.

@@ -6,8 +6,10 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod cpu;
+mod deploy;
 mod docs;
 mod hold;
+mod image;
 mod loadgen;
 mod setup;
 mod shell;
@@ -74,6 +76,10 @@ enum Task {
         #[arg(long, default_value = "target/docs")]
         out: std::path::PathBuf,
     },
+    /// Build the container image (FROM scratch, with podman) and check it: entrypoint, labels, files, --version.
+    Image,
+    /// Check deploy/tcptrace.service: systemd-analyze verify and security, then run it under systemd in a container.
+    VerifyUnit,
     /// Boot a stock Debian kernel in QEMU/KVM and run a command there, on the host's files.
     Vm(vm::Options),
 }
@@ -94,6 +100,8 @@ fn main() -> ExitCode {
                 eprintln!("xtask: wrote {}", file.display());
             }
         }),
+        Task::Image => image::build().and_then(|tag| image::check(&tag)),
+        Task::VerifyUnit => deploy::verify_systemd_unit().and_then(|()| deploy::run_unit_in_container()),
         Task::Loadgen { seconds, clients, port } => loadgen::run(seconds, clients, port),
         Task::Hold { connections, addr, port } => hold::run(connections, addr, port),
         // The guest command's exit status becomes ours.

@@ -7,7 +7,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use crate::{
-    bench, setup,
+    bench, deploy, image, setup,
     shell::{as_root, is_root, output, run, workspace_root},
     vm::{self, Series},
 };
@@ -36,7 +36,11 @@ pub fn test() -> Result<()> {
     run(&mut cargo_test)?;
     kernel_tests()?;
     // A short run so the benchmark command cannot rot; its numbers mean nothing here.
-    bench::bench(&bench::Options { seconds: 1.0, rounds: 1, smoke: true, busy: 0 })
+    bench::bench(&bench::Options { seconds: 1.0, rounds: 1, smoke: true, busy: 0 })?;
+    // What deploy/ ships, checked offline (the release build is the bench's).
+    image::check(&image::build()?)?;
+    deploy::verify_systemd_unit()?;
+    deploy::run_unit_in_container()
 }
 
 /// The feature that builds the real-kernel tests (they need root).
@@ -75,7 +79,7 @@ const VM_RUNS: &[(Series, &str)] = &[(Series::V6_1, "fentry"), (Series::V6_1, "k
 /// dies without reporting (emulation trouble) is booted once more; a test
 /// that fails is never retried.
 fn kernel_tests() -> Result<()> {
-    let binaries = test_binaries(&["kernel", "story", "filters", "identity"])?;
+    let binaries = test_binaries(&["kernel", "story", "filters", "identity", "privileges"])?;
     for &(kernel, method) in VM_RUNS {
         eprintln!("xtask: kernel tests under Debian {kernel} with {method}");
         for binary in &binaries {
