@@ -1,5 +1,5 @@
 //! Validated settings, free of clap types.
-use std::num::NonZeroU64;
+use std::{net::SocketAddr, num::NonZeroU64};
 
 use crate::{
     cli::{AttachArg, Cli, EventArg, OutputArg},
@@ -18,6 +18,22 @@ pub struct Config {
     pub ring_buffer_bytes: u32,
     pub count: Option<NonZeroU64>,
     pub attach: Attach,
+    /// Where to serve Prometheus metrics.
+    pub metrics: Option<SocketAddr>,
+}
+
+impl Config {
+    /// The kinds the kernel sends: those printed, and with --metrics every
+    /// kind the metrics count (all but `state`, which stays opt-in).
+    pub fn traced_events(&self) -> EventSet {
+        match self.metrics {
+            Some(_) => EventKind::ALL
+                .iter()
+                .filter(|&&kind| kind != EventKind::State)
+                .fold(self.events, |set, &kind| set.with(kind)),
+            None => self.events,
+        }
+    }
 }
 
 /// The event kinds the user wants.
@@ -138,7 +154,16 @@ impl TryFrom<Cli> for Config {
         if cli.states {
             events = events.with(EventKind::State);
         }
-        Ok(Self { format, events, filters, wide: cli.wide, ring_buffer_bytes: cli.ring_buffer << 20, count, attach })
+        Ok(Self {
+            format,
+            events,
+            filters,
+            wide: cli.wide,
+            ring_buffer_bytes: cli.ring_buffer << 20,
+            count,
+            attach,
+            metrics: cli.metrics,
+        })
     }
 }
 
@@ -174,6 +199,19 @@ mod tests {
         let all = parse(&["-e", "all"]).expect("valid").events;
         assert!(EventKind::ALL.iter().all(|&kind| all.contains(kind)));
         assert!(Cli::try_parse_from(["tcptrace", "--events", "connect,bogus"]).is_err());
+    }
+
+    #[test]
+    fn metrics_trace_every_kind_but_states() {
+        let plain = parse(&["-e", "close"]).expect("valid");
+        assert_eq!(plain.traced_events(), EventSet::of(&[EventKind::Close]));
+        let metered = parse(&["-e", "close", "--metrics", "9100"]).expect("valid");
+        assert_eq!(metered.events, EventSet::of(&[EventKind::Close]), "printing stays as asked");
+        let traced = metered.traced_events();
+        assert!(EventKind::ALL.iter().all(|&kind| traced.contains(kind) == (kind != EventKind::State)));
+        assert!(
+            parse(&["-e", "state", "--metrics", "9100"]).expect("valid").traced_events().contains(EventKind::State)
+        );
     }
 
     #[test]

@@ -93,6 +93,9 @@ pub enum RunError {
     /// Reading the kernel's loss counters failed.
     #[error("reading kernel counters: {0}")]
     Counters(#[source] aya::maps::MapError),
+    /// The --metrics address cannot be listened on (in use, not this host's).
+    #[error("--metrics {addr}: cannot listen there: {source}")]
+    MetricsListen { addr: std::net::SocketAddr, source: std::io::Error },
 }
 
 impl RunError {

@@ -13,11 +13,12 @@ use tokio::{
 };
 
 use crate::{
-    config::Config,
+    config::{Config, EventSet},
     error::{LoadError, RunError},
     events::Decoder,
     identity::Resolver,
     loader::{self, Tracer},
+    metrics::{self, Metrics},
     output::{self, EventWriter, LossReason, RunInfo},
     services::Services,
 };
@@ -63,11 +64,18 @@ fn next_drain(drained: u64) -> Option<tokio::time::Instant> {
 
 pub async fn run<W: Write>(config: &Config, out: W) -> Result<Summary, RunError> {
     let started = std::time::Instant::now();
+    // Before loading: a busy --metrics address fails at once, nothing loaded.
+    let endpoint = match config.metrics {
+        Some(addr) => Some(metrics::Endpoint::bind(addr).await?),
+        None => None,
+    };
     let mut tracer = loader::load(config)?;
     log::debug!("start-up: loaded at {:?}", started.elapsed());
     for hook in &tracer.hooks {
         eprintln!("tcptrace: {hook}");
     }
+    let metrics = endpoint.map(|endpoint| endpoint.serve_tracer(&tracer));
+    let tap = Tap { metrics: metrics.as_deref(), printed: config.events };
     forward_kernel_logs(&mut tracer);
     let ring = take_map::<RingBuf<MapData>>(&mut tracer, "EVENTS")?;
     let counters = take_map::<PerCpuArray<MapData, u64>>(&mut tracer, "COUNTERS")?;
@@ -95,21 +103,21 @@ pub async fn run<W: Write>(config: &Config, out: W) -> Result<Summary, RunError>
             guard = ring.readable_mut(), if batching.is_none() => {
                 let mut guard = guard.map_err(RunError::Poll)?;
                 guard.clear_ready();
-                let drained = drain(guard.get_inner_mut(), &decoder, &mut resolver, &services, writer.as_mut(), &mut summary, limit)?;
+                let drained = drain(guard.get_inner_mut(), &decoder, &mut resolver, &services, writer.as_mut(), &mut summary, limit, tap)?;
                 batching = next_drain(drained);
             }
             () = sleep_until_some(batching) => {
-                let drained = drain(ring.get_mut(), &decoder, &mut resolver, &services, writer.as_mut(), &mut summary, limit)?;
+                let drained = drain(ring.get_mut(), &decoder, &mut resolver, &services, writer.as_mut(), &mut summary, limit, tap)?;
                 batching = next_drain(drained);
             }
-            _ = loss_check.tick() => report_losses(&counters, &mut summary, writer.as_mut())?,
+            _ = loss_check.tick() => report_losses(&counters, &mut summary, writer.as_mut(), tap)?,
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
     }
     // What the kernel queued before we stopped still goes out.
-    drain(ring.get_mut(), &decoder, &mut resolver, &services, writer.as_mut(), &mut summary, limit)?;
-    report_losses(&counters, &mut summary, writer.as_mut())?;
+    drain(ring.get_mut(), &decoder, &mut resolver, &services, writer.as_mut(), &mut summary, limit, tap)?;
+    report_losses(&counters, &mut summary, writer.as_mut(), tap)?;
     writer.stop(SystemTime::now(), &summary).and_then(|()| writer.flush()).map_err(RunError::Output)?;
     drop(tracer);
     Ok(summary)
@@ -123,8 +131,17 @@ async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
     }
 }
 
+/// Where decoded events go besides the writer: the metrics see every event
+/// the kernel sends; the writer only the kinds the user asked to print.
+#[derive(Clone, Copy)]
+struct Tap<'m> {
+    metrics: Option<&'m Metrics>,
+    printed: EventSet,
+}
+
 /// Writes every record waiting in the ring (up to the --count limit), then
 /// flushes; returns how many records it took.
+#[expect(clippy::too_many_arguments, reason = "each is borrowed from run() separately")]
 fn drain(
     ring: &mut RingBuf<MapData>,
     decoder: &Decoder,
@@ -133,6 +150,7 @@ fn drain(
     writer: &mut dyn EventWriter,
     summary: &mut Summary,
     limit: u64,
+    tap: Tap,
 ) -> Result<u64, RunError> {
     let mut wrote = false;
     let mut records = 0;
@@ -141,6 +159,12 @@ fn drain(
         records += 1;
         match decoder.decode(&record) {
             Ok(mut event) => {
+                if let Some(metrics) = tap.metrics {
+                    metrics.observe(&event);
+                }
+                if !tap.printed.contains(event.kind) {
+                    continue;
+                }
                 if let Some(owner) = &event.owner {
                     event.identity = resolver.identify(owner);
                 }
@@ -193,6 +217,7 @@ fn report_losses(
     counters: &PerCpuArray<MapData, u64>,
     summary: &mut Summary,
     writer: &mut dyn EventWriter,
+    tap: Tap,
 ) -> Result<(), RunError> {
     let total = |index| counters.get(&index, 0).map(|values| values.iter().sum::<u64>()).map_err(RunError::Counters);
     let lost = total(counter::LOST_EVENTS)?;
@@ -219,6 +244,9 @@ fn report_losses(
         );
     }
     summary.map_update_failures = failures;
+    if let Some(metrics) = tap.metrics {
+        metrics.record_totals(summary);
+    }
     Ok(())
 }
 

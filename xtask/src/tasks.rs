@@ -75,7 +75,7 @@ const VM_RUNS: &[(Series, &str)] = &[(Series::V6_1, "fentry"), (Series::V6_1, "k
 /// dies without reporting (emulation trouble) is booted once more; a test
 /// that fails is never retried.
 fn kernel_tests() -> Result<()> {
-    let binaries = test_binaries(&["kernel", "story", "filters", "identity"])?;
+    let binaries = test_binaries(&["kernel", "story", "filters", "identity", "metrics"])?;
     for &(kernel, method) in VM_RUNS {
         eprintln!("xtask: kernel tests under Debian {kernel} with {method}");
         for binary in &binaries {
