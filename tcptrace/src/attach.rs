@@ -117,6 +117,15 @@ impl Rung {
         }
     }
 
+    fn program(&self) -> &'static str {
+        let (Self::Fentry { program, .. }
+        | Self::Fexit { program, .. }
+        | Self::Kprobe { program, .. }
+        | Self::Kretprobe { program, .. }
+        | Self::Tracepoints { program, .. }) = self;
+        program
+    }
+
     fn describe(&self) -> String {
         match self {
             Self::Fentry { function, .. } => format!("fentry {function}"),
@@ -131,12 +140,8 @@ impl Rung {
     }
 
     fn attach(&self, ebpf: &mut Ebpf, btf: &mut Option<Btf>) -> Result<(), ProgramError> {
-        let (Self::Fentry { program, .. }
-        | Self::Fexit { program, .. }
-        | Self::Kprobe { program, .. }
-        | Self::Kretprobe { program, .. }
-        | Self::Tracepoints { program, .. }) = self;
-        let program = ebpf.program_mut(program).ok_or(ProgramError::InvalidName { name: (*program).to_owned() })?;
+        let name = self.program();
+        let program = ebpf.program_mut(name).ok_or(ProgramError::InvalidName { name: name.to_owned() })?;
         match self {
             Self::Fentry { function, .. } => {
                 let program: &mut FEntry = program.try_into()?;
@@ -180,6 +185,8 @@ pub struct HookReport {
     pub refused: Vec<String>,
     /// A tracepoint attached beside a function probe for calls already in flight.
     pub net: Option<String>,
+    /// The kernel programs that serve it, attached (none when not attached).
+    pub programs: Vec<&'static str>,
 }
 
 impl std::fmt::Display for HookReport {
@@ -207,7 +214,8 @@ pub fn attach_all(
     let mut btf = None;
     let mut reports = Vec::new();
     for hook in HOOKS {
-        let mut report = HookReport { purpose: hook.purpose, method: None, refused: Vec::new(), net: None };
+        let mut report =
+            HookReport { purpose: hook.purpose, method: None, refused: Vec::new(), net: None, programs: Vec::new() };
         for rung in candidates(hook, attach) {
             if let (Method::Fentry, Some(Err(why))) = (rung.method(), &fentry) {
                 report.refused.push(format!("{}: {why}", rung.describe()));
@@ -216,9 +224,13 @@ pub fn attach_all(
             match rung.attach(ebpf, &mut btf) {
                 Ok(()) => {
                     report.method = Some(rung.describe());
+                    report.programs.push(rung.program());
                     if let Some(net) = hook.net.as_ref().filter(|_| rung.method() != Method::Tracepoint) {
                         match net.attach(ebpf, &mut btf) {
-                            Ok(()) => report.net = Some(net.describe()),
+                            Ok(()) => {
+                                report.net = Some(net.describe());
+                                report.programs.push(net.program());
+                            }
                             Err(error) => report.refused.push(format!("{}: {}", net.describe(), brief(&error))),
                         }
                     }

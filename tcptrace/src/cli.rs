@@ -1,5 +1,7 @@
 //! Command-line syntax. Doc comments here are the `--help` text; validation
 //! lives in config.rs.
+use std::net::{Ipv4Addr, SocketAddr};
+
 use clap::{Parser, ValueEnum};
 
 /// Watch every TCP connection on this host, step by step, with eBPF.
@@ -103,6 +105,14 @@ pub struct Cli {
     /// either way; this also gives up uid 0.
     #[arg(long = "user", value_name = "NAME")]
     pub user: Option<String>,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics: events by kind,
+    /// connections, failures, resets, retransmits, losses, handshake and
+    /// lifetime histograms. ADDR is IP:PORT, or a bare PORT for
+    /// 127.0.0.1:PORT; name another address (0.0.0.0:9100, [::]:9100) to be
+    /// reachable beyond this host.
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
+    pub metrics: Option<SocketAddr>,
 }
 
 const FILTERS: &str = "Filters (in the kernel; AND across kinds, OR within one)";
@@ -113,6 +123,14 @@ fn parse_ring_mib(text: &str) -> Result<u32, String> {
         Ok(mib) if (1..=1024).contains(&mib) && mib.is_power_of_two() => Ok(mib),
         _ => Err("a power of two from 1 to 1024".to_owned()),
     }
+}
+
+/// IP:PORT, or a bare port on loopback.
+fn parse_metrics_addr(text: &str) -> Result<SocketAddr, String> {
+    text.parse::<u16>()
+        .map(|port| SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+        .or_else(|_| text.parse::<SocketAddr>())
+        .map_err(|_| "not IP:PORT or a port (e.g. 9100, 127.0.0.1:9100, [::1]:9100, 0.0.0.0:9100)".to_owned())
 }
 
 /// A CIDR network, or a bare address as a network of one.
@@ -159,5 +177,16 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn metrics_addresses() {
+        let addr = |text| parse_metrics_addr(text).map(|addr| addr.to_string());
+        assert_eq!(addr("9100").as_deref(), Ok("127.0.0.1:9100"));
+        assert_eq!(addr("0.0.0.0:9100").as_deref(), Ok("0.0.0.0:9100"));
+        assert_eq!(addr("[::1]:9100").as_deref(), Ok("[::1]:9100"));
+        for bad in ["", ":9100", "localhost:9100", "70000", "127.0.0.1", "::1:9100"] {
+            assert!(parse_metrics_addr(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -1,5 +1,5 @@
 //! Validated settings, free of clap types.
-use std::num::NonZeroU64;
+use std::{net::SocketAddr, num::NonZeroU64};
 
 use crate::{
     cli::{AttachArg, Cli, EventArg, OutputArg},
@@ -21,6 +21,22 @@ pub struct Config {
     pub attach: Attach,
     /// Whom to become after attaching (--user).
     pub user: Option<RunAs>,
+    /// Where to serve Prometheus metrics.
+    pub metrics: Option<SocketAddr>,
+}
+
+impl Config {
+    /// The kinds the kernel sends: those printed, and with --metrics every
+    /// kind the metrics count (all but `state`, which stays opt-in).
+    pub fn traced_events(&self) -> EventSet {
+        match self.metrics {
+            Some(_) => EventKind::ALL
+                .iter()
+                .filter(|&&kind| kind != EventKind::State)
+                .fold(self.events, |set, &kind| set.with(kind)),
+            None => self.events,
+        }
+    }
 }
 
 /// The event kinds the user wants.
@@ -153,6 +169,7 @@ impl TryFrom<Cli> for Config {
             count,
             attach,
             user,
+            metrics: cli.metrics,
         })
     }
 }
@@ -205,6 +222,19 @@ mod tests {
         assert_eq!(parse(&["--user", "0"]).expect("valid").user, Some(root));
         assert_eq!(parse(&[]).expect("valid").user, None);
         assert_eq!(parse(&["--user", "no-such-user-x"]), Err(ConfigError::UnknownRunAs("no-such-user-x".into())));
+    }
+
+    #[test]
+    fn metrics_trace_every_kind_but_states() {
+        let plain = parse(&["-e", "close"]).expect("valid");
+        assert_eq!(plain.traced_events(), EventSet::of(&[EventKind::Close]));
+        let metered = parse(&["-e", "close", "--metrics", "9100"]).expect("valid");
+        assert_eq!(metered.events, EventSet::of(&[EventKind::Close]), "printing stays as asked");
+        let traced = metered.traced_events();
+        assert!(EventKind::ALL.iter().all(|&kind| traced.contains(kind) == (kind != EventKind::State)));
+        assert!(
+            parse(&["-e", "state", "--metrics", "9100"]).expect("valid").traced_events().contains(EventKind::State)
+        );
     }
 
     #[test]

@@ -96,6 +96,9 @@ pub enum RunError {
     /// Giving up privileges after attaching failed.
     #[error(transparent)]
     Privileges(#[from] PrivilegeError),
+    /// The --metrics address cannot be listened on (in use, not this host's).
+    #[error("--metrics {addr}: cannot listen there: {source}")]
+    MetricsListen { addr: std::net::SocketAddr, source: std::io::Error },
 }
 
 /// Giving up privileges after attaching (privileges.rs). tcptrace stops

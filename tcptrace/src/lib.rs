@@ -1,7 +1,8 @@
 //! tcptrace: every TCP connection on the host, step by step, from eBPF.
 //!
 //! Data flows one way: kernel hook -> ring buffer -> [`events`] decode ->
-//! [`output`] writer; [`loader`] sets up the kernel side, [`session`] runs it.
+//! [`output`] writer; [`loader`] sets up the kernel side, [`session`] runs it;
+//! [`metrics`] counts what the session decodes, for Prometheus.
 pub mod attach;
 pub mod btf;
 pub mod cgroups;
@@ -13,6 +14,7 @@ pub mod filters;
 pub mod identity;
 pub mod lifecycle;
 pub mod loader;
+pub mod metrics;
 pub mod model;
 pub mod notice;
 pub mod output;

@@ -55,7 +55,7 @@ pub fn load(config: &Config) -> Result<Tracer, LoadError> {
     phase("BTF offsets");
     let load_config = LoadConfig {
         offsets,
-        events: config.events.mask(),
+        events: config.traced_events().mask(),
         filters: config.filters.bits(),
         send_reset_has_reason: u8::from(send_reset == SendResetLayout::WithReason),
         _pad: [0; 3],

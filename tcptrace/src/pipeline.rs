@@ -7,13 +7,18 @@
 //! stamped earlier). So events wait here until they are `HOLD` old, are
 //! sorted, and only then written: a record committed later than that after
 //! its timestamp does not occur (the programs stamp and commit in one run).
-use std::time::{Duration, SystemTime};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use aya::maps::{MapData, RingBuf};
 
 use crate::{
+    config::EventSet,
     events::{ConnEvent, Decoder},
     identity::Resolver,
+    metrics::Metrics,
     output::EventWriter,
     services::Services,
     session::Summary,
@@ -24,6 +29,9 @@ pub const HOLD: Duration = Duration::from_millis(2);
 
 pub struct Pipeline {
     decoder: Decoder,
+    /// The kinds to print; with --metrics the kernel sends more, for counting.
+    printed: EventSet,
+    metrics: Option<Arc<Metrics>>,
     resolver: Resolver,
     services: Services,
     /// Decoded, not yet written; sorted when written.
@@ -31,8 +39,8 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(decoder: Decoder) -> Self {
-        Self { decoder, resolver: Resolver::new(), services: Services::from_host(), held: Vec::new() }
+    pub fn new(decoder: Decoder, printed: EventSet, metrics: Option<Arc<Metrics>>) -> Self {
+        Self { decoder, printed, metrics, resolver: Resolver::new(), services: Services::from_host(), held: Vec::new() }
     }
 
     /// Takes every record waiting in `ring`; returns how many there were.
@@ -42,6 +50,12 @@ impl Pipeline {
             records += 1;
             match self.decoder.decode(&record) {
                 Ok(mut event) => {
+                    if let Some(metrics) = &self.metrics {
+                        metrics.observe(&event);
+                    }
+                    if !self.printed.contains(event.kind) {
+                        continue;
+                    }
                     if let Some(owner) = &event.owner {
                         event.identity = self.resolver.identify(owner);
                     }
@@ -94,11 +108,14 @@ impl Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::{JsonWriter, samples::story};
+    use crate::{
+        events::EventKind,
+        output::{JsonWriter, samples::story},
+    };
 
     #[test]
     fn writes_oldest_first_and_holds_the_young() {
-        let mut pipeline = Pipeline::new(Decoder::new(Duration::ZERO, Vec::new()));
+        let mut pipeline = Pipeline::new(Decoder::new(Duration::ZERO, Vec::new()), EventSet::of(EventKind::ALL), None);
         let mut events = story();
         let newest = events.iter().map(|e| e.time).max().expect("events");
         events.reverse();

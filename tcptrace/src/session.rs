@@ -19,6 +19,7 @@ use crate::{
     error::{LoadError, RunError},
     events::Decoder,
     loader::{self, Tracer},
+    metrics::{self, Metrics},
     notice,
     output::{
         self, EventWriter, LossReason, RunInfo,
@@ -80,11 +81,17 @@ const EXIT_GRACE: Duration = Duration::from_millis(500);
 /// of their own, so a stalled reader never holds the loop up.
 pub async fn run<W: Write + AsFd + Send + 'static>(config: &Config, out: W) -> Result<Summary, RunError> {
     let started = std::time::Instant::now();
+    // Before loading: a busy --metrics address fails at once, nothing loaded.
+    let endpoint = match config.metrics {
+        Some(addr) => Some(metrics::Endpoint::bind(addr).await?),
+        None => None,
+    };
     let mut tracer = loader::load(config)?;
     log::debug!("start-up: loaded at {:?}", started.elapsed());
     for hook in &tracer.hooks {
         notice!("tcptrace: {hook}");
     }
+    let metrics = endpoint.map(|endpoint| endpoint.serve_tracer(&tracer));
     forward_kernel_logs(&mut tracer);
     notice!("tcptrace: {}", privileges::drop_after_attach(&tracer, config.user.as_ref())?);
     let ring = take_map::<RingBuf<MapData>>(&mut tracer, "EVENTS")?;
@@ -98,7 +105,8 @@ pub async fn run<W: Write + AsFd + Send + 'static>(config: &Config, out: W) -> R
     // Some(deadline) while records keep coming: drain again then.
     let mut batching: Option<tokio::time::Instant> = None;
 
-    let mut pipeline = Pipeline::new(Decoder::from_clocks(tracer.reset_reasons.clone()));
+    let decoder = Decoder::from_clocks(tracer.reset_reasons.clone());
+    let mut pipeline = Pipeline::new(decoder, config.events, metrics.clone());
     let (out, backlog) = sink::spawn(out, sink::BACKLOG_BYTES).map_err(RunError::Output)?;
     let mut writer = Gate::new(output::writer(config.format, out, own_netns(), config.wide), backlog);
     let mut summary = Summary::default();
@@ -119,7 +127,7 @@ pub async fn run<W: Write + AsFd + Send + 'static>(config: &Config, out: W) -> R
                 let drained = drain(ring.get_mut(), &mut pipeline, writer.as_mut(), &mut summary, limit, false)?;
                 batching = next_drain(drained, pipeline.holds_events());
             }
-            _ = loss_check.tick() => report_losses(&counters, &mut summary, &mut writer)?,
+            _ = loss_check.tick() => report_losses(&counters, &mut summary, &mut writer, metrics.as_deref())?,
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
@@ -127,7 +135,7 @@ pub async fn run<W: Write + AsFd + Send + 'static>(config: &Config, out: W) -> R
     let output_deadline = Instant::now() + EXIT_GRACE;
     // What the kernel queued before we stopped still goes out.
     drain(ring.get_mut(), &mut pipeline, writer.as_mut(), &mut summary, limit, true)?;
-    report_losses(&counters, &mut summary, &mut writer)?;
+    report_losses(&counters, &mut summary, &mut writer, metrics.as_deref())?;
     writer.stop(SystemTime::now(), &summary).and_then(|()| writer.flush()).map_err(RunError::Output)?;
     drop(tracer);
     summary.stalled += writer.finish(output_deadline).map_err(RunError::Output)?;
@@ -194,6 +202,7 @@ fn report_losses(
     counters: &PerCpuArray<MapData, u64>,
     summary: &mut Summary,
     writer: &mut Gate<'_>,
+    metrics: Option<&Metrics>,
 ) -> Result<(), RunError> {
     writer.check().map_err(RunError::Output)?;
     let total = |index| counters.get(&index, 0).map(|values| values.iter().sum::<u64>()).map_err(RunError::Counters);
@@ -224,6 +233,9 @@ fn report_losses(
         );
     }
     summary.map_update_failures = failures;
+    if let Some(metrics) = metrics {
+        metrics.record_totals(summary);
+    }
     // Records held back while the output was stalled go out once it has room.
     writer.settle(now).and_then(|()| writer.flush()).map_err(RunError::Output)
 }

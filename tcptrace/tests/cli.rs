@@ -14,7 +14,7 @@ fn help_lists_every_flag() {
     let out = tcptrace(&["--help"]);
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--output", "--states", "--pid", "--port", "--count", "--version"] {
+    for flag in ["--output", "--states", "--pid", "--port", "--count", "--metrics", "--version"] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
 }
@@ -68,6 +68,30 @@ fn a_bad_network_is_a_usage_error() {
         stderr(&out).contains("invalid value '10.0.0.0/33' for '--addr <CIDR>': not an address or CIDR"),
         "{}",
         stderr(&out)
+    );
+}
+
+#[test]
+fn a_bad_metrics_address_is_a_usage_error() {
+    for bad in ["localhost:9100", ":9100", "70000", "127.0.0.1"] {
+        let out = tcptrace(&["--metrics", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let expected = format!("invalid value '{bad}' for '--metrics <ADDR>': not IP:PORT or a port");
+        assert!(stderr(&out).contains(&expected), "{bad}: {}", stderr(&out));
+    }
+}
+
+/// The address is taken before anything is loaded: a busy one fails in one
+/// line naming it, root or not.
+#[test]
+fn a_busy_metrics_address_fails_in_one_line() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = busy.local_addr().expect("addr");
+    let out = tcptrace(&["--metrics", &addr.to_string()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        format!("tcptrace: --metrics {addr}: cannot listen there: Address already in use (os error 98)\n")
     );
 }
 

@@ -12,8 +12,9 @@ mod ebpf_toolchain;
 pub use ebpf_toolchain::Pins;
 
 /// Debian packages for the kernel tests: iproute2 (ip netns), nftables (lossy
-/// paths) and python3 (the peers). LLVM for bpf-linker comes from the pins.
-const TEST_PACKAGES: &[&str] = &["iproute2", "nftables", "python3"];
+/// paths), python3 (the peers) and prometheus (a real server scraping
+/// --metrics). LLVM for bpf-linker comes from the pins.
+const TEST_PACKAGES: &[&str] = &["iproute2", "nftables", "python3", "prometheus"];
 
 pub fn pins() -> Result<Pins> {
     Pins::read(&workspace_root().join("Cargo.toml")).map_err(|e| anyhow!(e))
