@@ -1,74 +1,39 @@
 //! JSON Lines: one object per record, flushed per batch (records.rs has the
 //! keys; the schema is schema/tcptrace.schema.json).
-use std::{
-    io::{self, Write},
-    time::SystemTime,
-};
+use std::io::{self, Write};
 
 use serde::Serialize;
 
-use super::{
-    EventWriter, LossReason, RunInfo,
-    records::{Lost, Record, Start, Stop},
-};
-use crate::{events::ConnEvent, session::Summary};
+use super::records::{LineFormat, RecordWriter};
 
-pub struct JsonWriter<W: Write> {
-    out: W,
-}
+pub struct Json;
 
-impl<W: Write> JsonWriter<W> {
-    pub fn new(out: W) -> Self {
-        Self { out }
-    }
-
-    fn line(&mut self, value: &impl Serialize) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, value).map_err(io::Error::from)?;
-        self.out.write_all(b"\n")
+impl LineFormat for Json {
+    fn write_line(out: &mut impl Write, record: &impl Serialize) -> io::Result<()> {
+        serde_json::to_writer(&mut *out, record).map_err(io::Error::from)?;
+        out.write_all(b"\n")
     }
 }
 
-impl<W: Write> EventWriter for JsonWriter<W> {
-    fn start(&mut self, run: &RunInfo) -> io::Result<()> {
-        self.line(&Start::new(run))
-    }
-
-    fn event(&mut self, event: &ConnEvent) -> io::Result<()> {
-        self.line(&Record::new(event))
-    }
-
-    fn lost(&mut self, time: SystemTime, reason: LossReason, count: u64, total: u64) -> io::Result<()> {
-        self.line(&Lost::new(time, reason, count, total))
-    }
-
-    fn stop(&mut self, time: SystemTime, totals: &Summary) -> io::Result<()> {
-        self.line(&Stop::new(time, totals))
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
-    }
-}
+pub type JsonWriter<W> = RecordWriter<W, Json>;
 
 #[cfg(test)]
 mod tests {
+    use std::time::SystemTime;
+
     use serde_json::Value;
 
     use super::*;
-    use crate::{events::EventKind, output::samples::story};
+    use crate::{
+        events::{ConnEvent, EventKind},
+        output::{EventWriter, LossReason, samples},
+        session::Summary,
+    };
 
     fn render(events: &[ConnEvent]) -> String {
         let mut buf = Vec::new();
         let mut writer = JsonWriter::new(&mut buf);
-        let run = RunInfo {
-            started: SystemTime::UNIX_EPOCH,
-            host: "web-1".into(),
-            boot_id: "0f6b3c2e-1d2a-4b5c-8d9e-0a1b2c3d4e5f".into(),
-            version: "0.1.0",
-            kernel: "6.18.0".into(),
-            hooks: vec![("state changes".into(), Some("tracepoint sock:inet_sock_set_state".into()))],
-        };
-        writer.start(&run).expect("start");
+        writer.start(&samples::run()).expect("start");
         for event in events {
             writer.event(event).expect("event");
         }
@@ -80,7 +45,7 @@ mod tests {
 
     #[test]
     fn story_snapshot() {
-        insta::assert_snapshot!(render(&story()));
+        insta::assert_snapshot!(render(&samples::story()));
     }
 
     fn schema() -> jsonschema::Validator {
@@ -94,8 +59,8 @@ mod tests {
     #[test]
     fn every_record_matches_the_schema() {
         let schema = schema();
-        let text = render(&story());
-        let kinds: Vec<EventKind> = story().iter().map(|e| e.kind).collect();
+        let text = render(&samples::story());
+        let kinds: Vec<EventKind> = samples::story().iter().map(|e| e.kind).collect();
         assert!(EventKind::ALL.iter().all(|k| kinds.contains(k)), "the story shows every kind");
         let mut seen = Vec::new();
         for line in text.lines() {
@@ -113,7 +78,7 @@ mod tests {
     #[test]
     fn broken_records_fail_the_schema() {
         let schema = schema();
-        let line = render(&story()).lines().nth(1).expect("an event").to_owned();
+        let line = render(&samples::story()).lines().nth(1).expect("an event").to_owned();
         let good: Value = serde_json::from_str(&line).expect("JSON");
         assert!(schema.is_valid(&good), "{line}");
         let breakages: [fn(&mut serde_json::Map<String, Value>); 4] = [

@@ -3,37 +3,26 @@
 //! else double-quoted with `\"`, `\\` and control characters escaped; null
 //! prints as `null`, as go-logfmt does. Nested values flatten into dotted
 //! keys (`hooks.0.method=...`).
-use std::{
-    io::{self, Write},
-    time::SystemTime,
-};
+use std::io::{self, Write};
 
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{
-    EventWriter, LossReason, RunInfo,
-    records::{Lost, Record, Start, Stop},
-};
-use crate::{events::ConnEvent, session::Summary};
+use super::records::{LineFormat, RecordWriter};
 
-pub struct LogfmtWriter<W: Write> {
-    out: W,
-}
+pub struct Logfmt;
 
-impl<W: Write> LogfmtWriter<W> {
-    pub fn new(out: W) -> Self {
-        Self { out }
-    }
-
-    fn line(&mut self, record: &impl Serialize) -> io::Result<()> {
+impl LineFormat for Logfmt {
+    fn write_line(out: &mut impl Write, record: &impl Serialize) -> io::Result<()> {
         let value = serde_json::to_value(record).map_err(io::Error::from)?;
         let mut line = String::with_capacity(512);
         flatten(&mut line, "", &value);
         line.push('\n');
-        self.out.write_all(line.trim_start().as_bytes())
+        out.write_all(line.trim_start().as_bytes())
     }
 }
+
+pub type LogfmtWriter<W> = RecordWriter<W, Logfmt>;
 
 /// Appends ` key=value` for every leaf of `value`, keys joined with dots.
 fn flatten(line: &mut String, prefix: &str, value: &Value) {
@@ -82,46 +71,21 @@ fn push_value(line: &mut String, text: &str) {
     line.push('"');
 }
 
-impl<W: Write> EventWriter for LogfmtWriter<W> {
-    fn start(&mut self, run: &RunInfo) -> io::Result<()> {
-        self.line(&Start::new(run))
-    }
-
-    fn event(&mut self, event: &ConnEvent) -> io::Result<()> {
-        self.line(&Record::new(event))
-    }
-
-    fn lost(&mut self, time: SystemTime, reason: LossReason, count: u64, total: u64) -> io::Result<()> {
-        self.line(&Lost::new(time, reason, count, total))
-    }
-
-    fn stop(&mut self, time: SystemTime, totals: &Summary) -> io::Result<()> {
-        self.line(&Stop::new(time, totals))
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::SystemTime;
+
     use super::*;
-    use crate::output::samples::story;
+    use crate::{
+        output::{EventWriter, LossReason, samples},
+        session::Summary,
+    };
 
     fn render() -> String {
         let mut buf = Vec::new();
         let mut writer = LogfmtWriter::new(&mut buf);
-        let run = RunInfo {
-            started: SystemTime::UNIX_EPOCH,
-            host: "web-1".into(),
-            boot_id: "0f6b3c2e-1d2a-4b5c-8d9e-0a1b2c3d4e5f".into(),
-            version: "0.1.0",
-            kernel: "6.18.0".into(),
-            hooks: vec![("state changes".into(), Some("tp_btf".into())), ("close owner".into(), None)],
-        };
-        writer.start(&run).expect("start");
-        for event in &story() {
+        writer.start(&samples::run()).expect("start");
+        for event in &samples::story() {
             writer.event(event).expect("event");
         }
         writer.lost(SystemTime::UNIX_EPOCH, LossReason::OutputStalled, 3, 5).expect("lost");

@@ -75,11 +75,27 @@ pub fn writer<'w, W: io::Write + 'w>(
 pub(crate) mod samples {
     use std::time::{Duration, SystemTime};
 
+    use super::RunInfo;
     use crate::{
         events::{Comm, ConnEvent, Detail, Direction, EventKind, Owner, TcpState},
         identity::Identity,
         lifecycle::{CloseFacts, CloseKind, Errno, FailReason, Side},
     };
+
+    /// A run as the `start` record tells it.
+    pub fn run() -> RunInfo {
+        RunInfo {
+            started: SystemTime::UNIX_EPOCH,
+            host: "web-1".into(),
+            boot_id: "0f6b3c2e-1d2a-4b5c-8d9e-0a1b2c3d4e5f".into(),
+            version: "0.1.0",
+            kernel: "6.18.0".into(),
+            hooks: vec![
+                ("state changes".into(), Some("tracepoint sock:inet_sock_set_state".into())),
+                ("close owner".into(), None),
+            ],
+        }
+    }
 
     const CONTAINER: &str = "3f4b1c9e8d7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c";
 

@@ -2,11 +2,16 @@
 //! record kind with stable snake_case keys, in the order they print. The
 //! schema is `schema/tcptrace.schema.json`; bump `SCHEMA_VERSION` when a key
 //! changes meaning or goes away (new keys do not need it).
-use std::{net::IpAddr, time::SystemTime};
+use std::{
+    io::{self, Write},
+    marker::PhantomData,
+    net::IpAddr,
+    time::SystemTime,
+};
 
 use serde::{Serialize, Serializer};
 
-use super::{LossReason, RunInfo};
+use super::{EventWriter, LossReason, RunInfo};
 use crate::{
     events::{ConnEvent, Detail, EventKind},
     session::Summary,
@@ -14,6 +19,45 @@ use crate::{
 
 /// The `v` of every record.
 pub const SCHEMA_VERSION: u32 = 1;
+
+/// How one machine format prints one record as one line.
+pub trait LineFormat {
+    fn write_line(out: &mut impl Write, record: &impl Serialize) -> io::Result<()>;
+}
+
+/// Every record of a run, one line each, in format `F` (json.rs, logfmt.rs).
+pub struct RecordWriter<W, F> {
+    out: W,
+    format: PhantomData<F>,
+}
+
+impl<W: Write, F: LineFormat> RecordWriter<W, F> {
+    pub fn new(out: W) -> Self {
+        Self { out, format: PhantomData }
+    }
+}
+
+impl<W: Write, F: LineFormat> EventWriter for RecordWriter<W, F> {
+    fn start(&mut self, run: &RunInfo) -> io::Result<()> {
+        F::write_line(&mut self.out, &Start::new(run))
+    }
+
+    fn event(&mut self, event: &ConnEvent) -> io::Result<()> {
+        F::write_line(&mut self.out, &Record::new(event))
+    }
+
+    fn lost(&mut self, time: SystemTime, reason: LossReason, count: u64, total: u64) -> io::Result<()> {
+        F::write_line(&mut self.out, &Lost::new(time, reason, count, total))
+    }
+
+    fn stop(&mut self, time: SystemTime, totals: &Summary) -> io::Result<()> {
+        F::write_line(&mut self.out, &Stop::new(time, totals))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
 
 /// RFC 3339 UTC with nanoseconds.
 pub struct Rfc3339(pub SystemTime);
