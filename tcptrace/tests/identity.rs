@@ -83,8 +83,10 @@ fn events_name_user_container_and_exe_and_cgroup_filters_them() {
         assert_eq!(event["container_id"], CONTAINER, "{event}");
         assert_eq!(event["user"], "nobody", "{event}");
         assert_eq!(event["uid"], 65534, "{event}");
+        // Ends with: a chrooted reader (the QEMU harness) sees the path from its mount's root.
         let python = fs::canonicalize("/usr/bin/python3").expect("python3");
-        assert_eq!(event["exe"], python.to_str().expect("utf8"), "{event}");
+        let exe = event["exe"].as_str().unwrap_or_default();
+        assert!(exe.ends_with(python.to_str().expect("utf8")), "{event}");
     }
     // The client's end is root's, in no container: named so, not left out.
     let all = everything.wait_for("both ends", |ev| count(ev, ns.inode, port_in, "close") == 2);
