@@ -100,16 +100,7 @@ pub fn bench(options: &Options) -> Result<()> {
         setup::packages(&["libbpf-tools"])?;
     }
     let root = workspace_root();
-    // Release builds of both the tracer and the load generator: a debug load
-    // generator would measure Rust's debug overhead, not the kernel's.
-    run(Command::new("cargo").current_dir(&root).args([
-        "build",
-        "--release",
-        "--package",
-        "tcptrace",
-        "--package",
-        "xtask",
-    ]))?;
+    crate::shell::build_release()?;
     let tcptrace = root.join("target/release/tcptrace").to_string_lossy().into_owned();
     let xtask = root.join("target/release/xtask");
     let subjects = subjects(&tcptrace, options.smoke);

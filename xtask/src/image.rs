@@ -38,16 +38,7 @@ pub fn tag() -> String {
 pub fn build() -> Result<String> {
     setup::packages(&["podman"])?;
     let root = workspace_root();
-    // The bench's build exactly (both packages, so the same features): after
-    // the bench, `cargo xtask test` finds it done.
-    run(Command::new("cargo").current_dir(&root).args([
-        "build",
-        "--release",
-        "--package",
-        "tcptrace",
-        "--package",
-        "xtask",
-    ]))?;
+    crate::shell::build_release()?;
     let binary = root.join("target/release/tcptrace");
     let context = root.join("target/image/context");
     let _ = fs::remove_dir_all(&context);

@@ -60,3 +60,17 @@ fn describe(cmd: &Command) -> String {
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(PathBuf::from).unwrap_or_default()
 }
+
+/// Release builds of tcptrace and xtask together (one feature set, so the
+/// bench, the image and `cargo xtask test` share one build): a debug load
+/// generator would measure Rust's debug overhead, not the kernel's.
+pub fn build_release() -> Result<()> {
+    run(Command::new("cargo").current_dir(workspace_root()).args([
+        "build",
+        "--release",
+        "--package",
+        "tcptrace",
+        "--package",
+        "xtask",
+    ]))
+}
