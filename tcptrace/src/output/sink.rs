@@ -55,25 +55,35 @@ pub fn spawn<W: Write + AsFd + Send + 'static>(out: W, capacity: usize) -> io::R
     Ok((Sink { pending: Vec::new(), shared: Arc::clone(&shared) }, Backlog { shared, capacity }))
 }
 
-/// How much of a chunk one write(2) takes.
+/// How the writer thread hands a chunk to its output.
 #[derive(Clone, Copy)]
 enum Piece {
-    /// All of it: files, terminals, sockets.
+    /// All of it in one blocking write: files, terminals.
     Whole,
     /// Into a pipe of `capacity` bytes: whole lines, and no more than the
-    /// pipe takes at once, so no write ever blocks halfway. A reader that
-    /// stalls and comes back, even after tcptrace has exited, finds no line cut
-    /// short, and what never went out is counted exactly. An empty pipe takes
-    /// up to its capacity; otherwise a piece is at most PIPE_BUF bytes, which a
-    /// pipe takes entirely or not at all (more system calls, but only while
-    /// the reader lags).
+    /// pipe takes at once once it has room, so no write ever blocks halfway.
+    /// An empty pipe takes up to its capacity; otherwise a piece is at most
+    /// PIPE_BUF bytes, which a pipe with room takes entirely (more system
+    /// calls, but only while the reader lags).
     Pipe { capacity: usize },
+    /// Into a socket (journald's stream, a collector's): whole lines, at most
+    /// [`SOCKET_PIECE`] bytes per send(2) with MSG_DONTWAIT, which leaves the
+    /// socket blocking for anyone sharing it.
+    Socket,
 }
+
+/// A socket piece: one skb of a Unix stream socket (32 KiB of pages plus its
+/// head), which the kernel queues entirely or not at all.
+const SOCKET_PIECE: usize = 32 << 10;
 
 impl Piece {
     fn for_output(out: BorrowedFd<'_>) -> Self {
         let file = out.try_clone_to_owned().map(std::fs::File::from);
-        if !file.and_then(|file| file.metadata()).is_ok_and(|meta| meta.file_type().is_fifo()) {
+        let Ok(kind) = file.and_then(|file| file.metadata()).map(|meta| meta.file_type()) else { return Self::Whole };
+        if kind.is_socket() {
+            return Self::Socket;
+        }
+        if !kind.is_fifo() {
             return Self::Whole;
         }
         // SAFETY: F_GETPIPE_SZ reads nothing from us; a bad fd only fails.
@@ -81,14 +91,55 @@ impl Piece {
         Self::Pipe { capacity: usize::try_from(capacity).unwrap_or(0).max(libc::PIPE_BUF) }
     }
 
+    /// Whether a write, once poll(2) says there is room, never blocks: then
+    /// it is made under the lock, and what went out is known exactly whenever
+    /// [`Backlog::finish`] gives up. A reader that stalls and comes back,
+    /// even after tcptrace has exited, finds no line cut short and no line
+    /// that was counted as never written.
+    fn waits_for_room(self) -> bool {
+        !matches!(self, Self::Whole)
+    }
+
     /// How many bytes of `rest` the next write takes.
     fn of(self, rest: &[u8], out: BorrowedFd<'_>) -> usize {
-        let Self::Pipe { capacity } = self else { return rest.len() };
-        let limit = if pipe_is_empty(out) { capacity } else { libc::PIPE_BUF };
+        let limit = match self {
+            Self::Whole => return rest.len(),
+            Self::Pipe { capacity } if pipe_is_empty(out) => capacity,
+            Self::Pipe { .. } => libc::PIPE_BUF,
+            Self::Socket => SOCKET_PIECE,
+        };
         let whole_lines = rest[..rest.len().min(limit)].iter().rposition(|&b| b == b'\n');
         // A line longer than the limit (none of tcptrace's) goes alone.
         let end = whole_lines.or_else(|| rest.iter().position(|&b| b == b'\n'));
         end.map_or(rest.len(), |i| i + 1)
+    }
+
+    /// Writes the next piece of `rest`; sockets without waiting (WouldBlock).
+    fn write(self, out: &mut (impl Write + AsFd), rest: &[u8]) -> io::Result<usize> {
+        let fd = out.as_fd().as_raw_fd();
+        let piece = &rest[..self.of(rest, out.as_fd())];
+        if !matches!(self, Self::Socket) {
+            return out.write(piece);
+        }
+        let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+        // SAFETY: send reads `piece.len()` bytes from a live slice.
+        let sent = unsafe { libc::send(fd, piece.as_ptr().cast(), piece.len(), flags) };
+        usize::try_from(sent).map_err(|_| io::Error::last_os_error())
+    }
+}
+
+/// Waits until `out` has room (or an error or hang-up, which the write reports).
+fn wait_for_room(out: BorrowedFd<'_>) -> io::Result<()> {
+    let mut poll = libc::pollfd { fd: out.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+    loop {
+        // SAFETY: poll reads and writes one live pollfd.
+        if unsafe { libc::poll(&mut poll, 1, -1) } >= 0 {
+            return Ok(());
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
     }
 }
 
@@ -125,6 +176,9 @@ struct State {
     unwritten: u64,
     /// No more chunks will come: the thread ends once the queue is empty.
     closing: bool,
+    /// [`Backlog::finish`] gave up on the reader: nothing more goes out, so
+    /// what it counted as unwritten stays so.
+    abandoned: bool,
     /// Why writing stopped (EPIPE: the reader went away); the thread has ended.
     failed: Option<Failure>,
     /// A written chunk's buffer, for the next one.
@@ -155,15 +209,18 @@ impl Failure {
     }
 }
 
-/// The writer thread: takes chunks in order and writes each whole, blocking as
-/// long as the reader makes it, until the queue is closed or a write fails.
-/// What is written is accounted as it goes, so a reader that stalls midway
-/// leaves exact counts.
+/// The writer thread: takes chunks in order and writes each whole, waiting as
+/// long as the reader makes it, until the queue is closed, the reader is
+/// abandoned or a write fails. What is written is accounted as it goes, so a
+/// reader that stalls midway leaves exact counts.
 fn write_out(mut out: impl Write + AsFd, piece: Piece, shared: &Shared) {
     loop {
         let mut chunk = {
             let mut state = shared.lock();
             loop {
+                if state.abandoned {
+                    return;
+                }
                 if let Some(chunk) = state.chunks.pop_front() {
                     break chunk;
                 }
@@ -173,47 +230,71 @@ fn write_out(mut out: impl Write + AsFd, piece: Piece, shared: &Shared) {
                 state = shared.changed.wait(state).unwrap_or_else(PoisonError::into_inner);
             }
         };
-        let mut rest = chunk.bytes.as_slice();
+        let mut written = 0;
         let mut events_left = chunk.events;
-        let written = loop {
+        let result = loop {
+            let rest = &chunk.bytes[written..];
             if rest.is_empty() {
                 break out.flush();
             }
-            let n = match out.write(&rest[..piece.of(rest, out.as_fd())]) {
+            // A write that cannot block is made under the lock, so finish()
+            // sees each piece either wholly out or not at all.
+            let held = if piece.waits_for_room() {
+                if let Err(error) = wait_for_room(out.as_fd()) {
+                    break Err(error);
+                }
+                let state = shared.lock();
+                if state.abandoned {
+                    return;
+                }
+                Some(state)
+            } else {
+                None
+            };
+            let n = match piece.write(&mut out, rest) {
                 Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) if retry(&error) => continue,
                 Err(error) => break Err(error),
             };
-            // An events chunk has one line per event; count them only when
-            // the chunk went out in more than one piece.
-            let events = if n == rest.len() {
-                events_left
-            } else {
-                events_left.min(rest[..n].iter().filter(|&&b| b == b'\n').count() as u64)
-            };
-            events_left -= events;
-            let mut state = shared.lock();
-            state.unwritten -= events;
-            shared.queued.fetch_sub(n, Ordering::Relaxed);
-            if state.closing {
-                // Backlog::finish waits for this.
-                shared.changed.notify_all();
-            }
-            rest = &rest[n..];
+            account(shared, &mut held.unwrap_or_else(|| shared.lock()), rest, n, &mut events_left);
+            written += n;
         };
         let mut state = shared.lock();
-        if let Err(error) = written {
+        if let Err(error) = result {
             // Nothing more will go out: the run loop learns why at its next
             // flush or check, and the gate stops counting on room that never comes.
             state.failed = Some(Failure::new(&error));
             let dropped: usize = state.chunks.drain(..).map(|c| c.bytes.len()).sum();
-            shared.queued.fetch_sub(dropped + rest.len(), Ordering::Relaxed);
+            shared.queued.fetch_sub(dropped + chunk.bytes.len() - written, Ordering::Relaxed);
             shared.changed.notify_all();
             return;
         }
         chunk.bytes.clear();
         state.spare = Some(chunk.bytes);
+    }
+}
+
+/// Interrupted, or a socket that had no room after all: wait and try again.
+fn retry(error: &io::Error) -> bool {
+    matches!(error.kind(), io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock)
+}
+
+/// Takes note that the first `n` bytes of `rest` went out.
+fn account(shared: &Shared, state: &mut State, rest: &[u8], n: usize, events_left: &mut u64) {
+    // An events chunk has one line per event; count them only when the chunk
+    // went out in more than one piece.
+    let events = if n == rest.len() {
+        *events_left
+    } else {
+        (*events_left).min(rest[..n].iter().filter(|&&b| b == b'\n').count() as u64)
+    };
+    *events_left -= events;
+    state.unwritten -= events;
+    shared.queued.fetch_sub(n, Ordering::Relaxed);
+    if state.closing {
+        // Backlog::finish waits for this.
+        shared.changed.notify_all();
     }
 }
 
@@ -289,6 +370,7 @@ impl Backlog {
             }
             state = self.shared.changed.wait_timeout(state, left).unwrap_or_else(PoisonError::into_inner).0;
         }
+        state.abandoned = true;
         state.unwritten
     }
 }
@@ -411,8 +493,44 @@ mod tests {
     /// A JSON gate writing to a real pipe whose reader the test holds.
     fn gate(capacity: usize) -> (Gate<'static>, io::PipeReader) {
         let (reader, writer) = io::pipe().expect("pipe");
-        let (sink, backlog) = spawn(writer, capacity).expect("spawn");
-        (Gate::new(Box::new(JsonWriter::new(sink)), backlog), reader)
+        (gate_to(writer, capacity), reader)
+    }
+
+    fn gate_to(out: impl Write + AsFd + Send + 'static, capacity: usize) -> Gate<'static> {
+        let (sink, backlog) = spawn(out, capacity).expect("spawn");
+        Gate::new(Box::new(JsonWriter::new(sink)), backlog)
+    }
+
+    /// Offers `count` events to a gate whose reader never reads, gives up
+    /// after 200 ms, and returns how many finish counted as never written.
+    fn stall_and_finish(gate: &mut Gate<'_>, count: u64) -> u64 {
+        let event = &story()[0];
+        for _ in 0..count {
+            gate.event(event).expect("event");
+        }
+        gate.finish(Instant::now() + Duration::from_millis(200)).expect("finish")
+    }
+
+    /// Bytes waiting to be read from `fd`.
+    fn queued_bytes(fd: &impl AsFd) -> usize {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one c_int through a pointer to a live one.
+        let ok = unsafe { libc::ioctl(fd.as_fd().as_raw_fd(), libc::FIONREAD, &mut queued) };
+        assert_eq!(ok, 0, "FIONREAD");
+        queued as usize
+    }
+
+    /// Reads what `reader` holds, then checks it is whole lines, exactly the
+    /// events finish did not count as unwritten, and that nothing more comes
+    /// once finish has given up (the process would have exited).
+    fn assert_exact(reader: &mut (impl Read + AsFd), offered: u64, unwritten: u64, gate: Gate<'_>) {
+        let mut held = vec![0; queued_bytes(reader)];
+        reader.read_exact(&mut held).expect("read");
+        assert_eq!(held.last(), Some(&b'\n'), "the reader gets whole lines");
+        assert_eq!(json_lines(&held).len() as u64 + unwritten, offered);
+        drop(gate);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(queued_bytes(reader), 0, "what finish counted as unwritten stays so");
     }
 
     /// Every line of `bytes`, each of which must be whole JSON.
@@ -492,24 +610,20 @@ mod tests {
     #[test]
     fn a_stalled_pipe_holds_whole_lines_and_counts_are_exact() {
         let (mut gate, mut reader) = gate(BACKLOG_BYTES);
-        let event = &story()[0];
-        for _ in 0..1000 {
-            gate.event(event).expect("event");
-        }
-        let unwritten = gate.finish(Instant::now() + Duration::from_millis(200)).expect("finish");
-        let mut in_pipe: libc::c_int = 0;
-        // SAFETY: FIONREAD writes one c_int through a pointer to a live one.
-        let ok = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&reader), libc::FIONREAD, &mut in_pipe) };
-        assert_eq!(ok, 0, "FIONREAD");
-        let mut held = vec![0; in_pipe as usize];
-        reader.read_exact(&mut held).expect("read");
-        assert_eq!(held.last(), Some(&b'\n'), "the pipe ends with a whole line");
-        let lines = held.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count() as u64;
-        assert_eq!(lines + unwritten, 1000);
-        drop(gate);
-        let mut rest = Vec::new();
-        reader.read_to_end(&mut rest).expect("read the rest after the thread resumes");
-        assert_eq!(json_lines(&rest).len() as u64, unwritten, "the thread goes on once the reader does");
+        let unwritten = stall_and_finish(&mut gate, 1000);
+        assert!(unwritten > 0, "the pipe took everything");
+        assert_exact(&mut reader, 1000, unwritten, gate);
+    }
+
+    /// The same for a socket (journald's stream): no line counted as unwritten
+    /// is on its way when finish gives up.
+    #[test]
+    fn a_stalled_socket_holds_whole_lines_and_counts_are_exact() {
+        let (mut reader, writer) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        let mut gate = gate_to(writer, BACKLOG_BYTES);
+        let unwritten = stall_and_finish(&mut gate, 5000);
+        assert!(unwritten > 0, "the socket took everything");
+        assert_exact(&mut reader, 5000, unwritten, gate);
     }
 
     #[test]
