@@ -13,10 +13,7 @@
 use std::{
     collections::VecDeque,
     io::{self, Write},
-    os::{
-        fd::{AsFd, AsRawFd, BorrowedFd},
-        unix::fs::FileTypeExt,
-    },
+    os::fd::AsFd,
     sync::{
         Arc, Condvar, Mutex, MutexGuard, PoisonError,
         atomic::{AtomicU64, AtomicUsize, Ordering},
@@ -24,6 +21,7 @@ use std::{
     time::{Instant, SystemTime},
 };
 
+use self::piece::{Piece, wait_for_room};
 use super::{EventWriter, RunInfo};
 use crate::{events::ConnEvent, model::LossReason, session::Summary};
 
@@ -31,6 +29,8 @@ use crate::{events::ConnEvent, model::LossReason, session::Summary};
 /// pipe itself holds: about 12,000 JSON events or 30,000 lines of columns.
 /// Past it, events are dropped and counted, never waited for.
 pub const BACKLOG_BYTES: usize = 4 << 20;
+
+mod piece;
 
 /// Events per chunk handed to the writer thread at most; a flush (once per
 /// drained batch) also ends a chunk, so a quiet period never waits for one.
@@ -53,101 +53,6 @@ pub fn spawn<W: Write + AsFd + Send + 'static>(out: W, capacity: usize) -> io::R
     // never comes back, and the process ends around it.
     std::thread::Builder::new().name("tcptrace-output".into()).spawn(move || write_out(out, piece, &thread_side))?;
     Ok((Sink { pending: Vec::new(), shared: Arc::clone(&shared) }, Backlog { shared, capacity }))
-}
-
-/// How the writer thread hands a chunk to its output.
-#[derive(Clone, Copy)]
-enum Piece {
-    /// All of it in one blocking write: files, terminals.
-    Whole,
-    /// Into a pipe of `capacity` bytes: whole lines, and no more than the
-    /// pipe takes at once once it has room, so no write ever blocks halfway.
-    /// An empty pipe takes up to its capacity; otherwise a piece is at most
-    /// PIPE_BUF bytes, which a pipe with room takes entirely (more system
-    /// calls, but only while the reader lags).
-    Pipe { capacity: usize },
-    /// Into a socket (journald's stream, a collector's): whole lines, at most
-    /// [`SOCKET_PIECE`] bytes per send(2) with MSG_DONTWAIT, which leaves the
-    /// socket blocking for anyone sharing it.
-    Socket,
-}
-
-/// A socket piece: one skb of a Unix stream socket (32 KiB of pages plus its
-/// head), which the kernel queues entirely or not at all.
-const SOCKET_PIECE: usize = 32 << 10;
-
-impl Piece {
-    fn for_output(out: BorrowedFd<'_>) -> Self {
-        let file = out.try_clone_to_owned().map(std::fs::File::from);
-        let Ok(kind) = file.and_then(|file| file.metadata()).map(|meta| meta.file_type()) else { return Self::Whole };
-        if kind.is_socket() {
-            return Self::Socket;
-        }
-        if !kind.is_fifo() {
-            return Self::Whole;
-        }
-        // SAFETY: F_GETPIPE_SZ reads nothing from us; a bad fd only fails.
-        let capacity = unsafe { libc::fcntl(out.as_raw_fd(), libc::F_GETPIPE_SZ) };
-        Self::Pipe { capacity: usize::try_from(capacity).unwrap_or(0).max(libc::PIPE_BUF) }
-    }
-
-    /// Whether a write, once poll(2) says there is room, never blocks: then
-    /// it is made under the lock, and what went out is known exactly whenever
-    /// [`Backlog::finish`] gives up. A reader that stalls and comes back,
-    /// even after tcptrace has exited, finds no line cut short and no line
-    /// that was counted as never written.
-    fn waits_for_room(self) -> bool {
-        !matches!(self, Self::Whole)
-    }
-
-    /// How many bytes of `rest` the next write takes.
-    fn of(self, rest: &[u8], out: BorrowedFd<'_>) -> usize {
-        let limit = match self {
-            Self::Whole => return rest.len(),
-            Self::Pipe { capacity } if pipe_is_empty(out) => capacity,
-            Self::Pipe { .. } => libc::PIPE_BUF,
-            Self::Socket => SOCKET_PIECE,
-        };
-        let whole_lines = rest[..rest.len().min(limit)].iter().rposition(|&b| b == b'\n');
-        // A line longer than the limit (none of tcptrace's) goes alone.
-        let end = whole_lines.or_else(|| rest.iter().position(|&b| b == b'\n'));
-        end.map_or(rest.len(), |i| i + 1)
-    }
-
-    /// Writes the next piece of `rest`; sockets without waiting (WouldBlock).
-    fn write(self, out: &mut (impl Write + AsFd), rest: &[u8]) -> io::Result<usize> {
-        let fd = out.as_fd().as_raw_fd();
-        let piece = &rest[..self.of(rest, out.as_fd())];
-        if !matches!(self, Self::Socket) {
-            return out.write(piece);
-        }
-        let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
-        // SAFETY: send reads `piece.len()` bytes from a live slice.
-        let sent = unsafe { libc::send(fd, piece.as_ptr().cast(), piece.len(), flags) };
-        usize::try_from(sent).map_err(|_| io::Error::last_os_error())
-    }
-}
-
-/// Waits until `out` has room (or an error or hang-up, which the write reports).
-fn wait_for_room(out: BorrowedFd<'_>) -> io::Result<()> {
-    let mut poll = libc::pollfd { fd: out.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
-    loop {
-        // SAFETY: poll reads and writes one live pollfd.
-        if unsafe { libc::poll(&mut poll, 1, -1) } >= 0 {
-            return Ok(());
-        }
-        let error = io::Error::last_os_error();
-        if error.kind() != io::ErrorKind::Interrupted {
-            return Err(error);
-        }
-    }
-}
-
-fn pipe_is_empty(pipe: BorrowedFd<'_>) -> bool {
-    let mut queued: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one c_int through a pointer to a live one.
-    let ok = unsafe { libc::ioctl(pipe.as_raw_fd(), libc::FIONREAD, &mut queued) };
-    ok == 0 && queued == 0
 }
 
 /// What the run loop and the writer thread share.
@@ -482,162 +387,4 @@ impl<'w> AsMut<dyn EventWriter + 'w> for Gate<'w> {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::{io::Read, time::Duration};
-
-    use serde_json::Value;
-
-    use super::*;
-    use crate::output::{JsonWriter, samples::story};
-
-    /// A JSON gate writing to a real pipe whose reader the test holds.
-    fn gate(capacity: usize) -> (Gate<'static>, io::PipeReader) {
-        let (reader, writer) = io::pipe().expect("pipe");
-        (gate_to(writer, capacity), reader)
-    }
-
-    fn gate_to(out: impl Write + AsFd + Send + 'static, capacity: usize) -> Gate<'static> {
-        let (sink, backlog) = spawn(out, capacity).expect("spawn");
-        Gate::new(Box::new(JsonWriter::new(sink)), backlog)
-    }
-
-    /// Offers `count` events to a gate whose reader never reads, gives up
-    /// after 200 ms, and returns how many finish counted as never written.
-    fn stall_and_finish(gate: &mut Gate<'_>, count: u64) -> u64 {
-        let event = &story()[0];
-        for _ in 0..count {
-            gate.event(event).expect("event");
-        }
-        gate.finish(Instant::now() + Duration::from_millis(200)).expect("finish")
-    }
-
-    /// Bytes waiting to be read from `fd`.
-    fn queued_bytes(fd: &impl AsFd) -> usize {
-        let mut queued: libc::c_int = 0;
-        // SAFETY: FIONREAD writes one c_int through a pointer to a live one.
-        let ok = unsafe { libc::ioctl(fd.as_fd().as_raw_fd(), libc::FIONREAD, &mut queued) };
-        assert_eq!(ok, 0, "FIONREAD");
-        queued as usize
-    }
-
-    /// Reads what `reader` holds, then checks it is whole lines, exactly the
-    /// events finish did not count as unwritten, and that nothing more comes
-    /// once finish has given up (the process would have exited).
-    fn assert_exact(reader: &mut (impl Read + AsFd), offered: u64, unwritten: u64, gate: Gate<'_>) {
-        let mut held = vec![0; queued_bytes(reader)];
-        reader.read_exact(&mut held).expect("read");
-        assert_eq!(held.last(), Some(&b'\n'), "the reader gets whole lines");
-        assert_eq!(json_lines(&held).len() as u64 + unwritten, offered);
-        drop(gate);
-        std::thread::sleep(Duration::from_millis(100));
-        assert_eq!(queued_bytes(reader), 0, "what finish counted as unwritten stays so");
-    }
-
-    /// Every line of `bytes`, each of which must be whole JSON.
-    fn json_lines(bytes: &[u8]) -> Vec<Value> {
-        let lines = bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty());
-        lines.map(|l| serde_json::from_slice(l).expect("whole JSON lines")).collect()
-    }
-
-    #[test]
-    fn events_go_out_whole_and_in_order() {
-        let (mut gate, mut reader) = gate(BACKLOG_BYTES);
-        let events = story();
-        for event in &events {
-            gate.event(event).expect("event");
-        }
-        assert_eq!(gate.finish(Instant::now() + Duration::from_secs(10)).expect("finish"), 0);
-        drop(gate);
-        let mut out = Vec::new();
-        reader.read_to_end(&mut out).expect("read");
-        let out = json_lines(&out);
-        let kinds: Vec<&str> = out.iter().filter_map(|v| v["event"].as_str()).collect();
-        let expected: Vec<&str> = events.iter().map(|e| e.kind.name()).collect();
-        assert_eq!(kinds, expected);
-    }
-
-    /// A reader that stops: events beyond the pipe and the backlog are dropped
-    /// and counted without ever blocking; when it reads again, a `lost` record
-    /// sits exactly at the gap.
-    #[test]
-    fn a_stalled_reader_costs_events_not_time() {
-        let (mut gate, mut reader) = gate(64 << 10);
-        let event = &story()[0];
-        let mut offered = 0u64;
-        while gate.stalled() == 0 {
-            gate.event(event).expect("event");
-            gate.flush().expect("flush");
-            offered += 1;
-            assert!(offered < 100_000, "the backlog never filled");
-        }
-        for _ in 0..9 {
-            gate.event(event).expect("event");
-        }
-        assert_eq!(gate.stalled(), 10);
-        let reading = std::thread::spawn(move || {
-            let mut out = Vec::new();
-            reader.read_to_end(&mut out).expect("read");
-            out
-        });
-        while gate.backlog.is_full() {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        gate.event(event).expect("event after the gap");
-        assert_eq!(gate.finish(Instant::now() + Duration::from_secs(10)).expect("finish"), 0);
-        drop(gate);
-        let out = reading.join().expect("reader");
-        let out = json_lines(&out);
-        let gap = out.iter().position(|v| v["event"] == "lost").expect("a lost record");
-        assert_eq!((out[gap]["reason"].as_str(), out[gap]["count"].as_u64()), (Some("output_stalled"), Some(10)));
-        assert_eq!(gap as u64, offered - 1, "every event before the gap arrived");
-        assert_eq!(out.len(), gap + 2, "one event after the gap");
-    }
-
-    #[test]
-    fn finish_gives_up_on_a_reader_that_never_returns() {
-        let (mut gate, _reader) = gate(BACKLOG_BYTES);
-        let event = &story()[0];
-        // More than the pipe holds, less than the backlog.
-        for _ in 0..1000 {
-            gate.event(event).expect("event");
-        }
-        let unwritten = gate.finish(Instant::now() + Duration::from_millis(200)).expect("finish");
-        assert!(unwritten > 0 && unwritten < 1000, "{unwritten}");
-    }
-
-    /// What a stalled pipe holds is whole lines, and exactly the events that
-    /// finish did not count as unwritten.
-    #[test]
-    fn a_stalled_pipe_holds_whole_lines_and_counts_are_exact() {
-        let (mut gate, mut reader) = gate(BACKLOG_BYTES);
-        let unwritten = stall_and_finish(&mut gate, 1000);
-        assert!(unwritten > 0, "the pipe took everything");
-        assert_exact(&mut reader, 1000, unwritten, gate);
-    }
-
-    /// The same for a socket (journald's stream): no line counted as unwritten
-    /// is on its way when finish gives up.
-    #[test]
-    fn a_stalled_socket_holds_whole_lines_and_counts_are_exact() {
-        let (mut reader, writer) = std::os::unix::net::UnixStream::pair().expect("socketpair");
-        let mut gate = gate_to(writer, BACKLOG_BYTES);
-        let unwritten = stall_and_finish(&mut gate, 5000);
-        assert!(unwritten > 0, "the socket took everything");
-        assert_exact(&mut reader, 5000, unwritten, gate);
-    }
-
-    #[test]
-    fn a_reader_that_went_away_is_a_broken_pipe() {
-        let (mut gate, reader) = gate(BACKLOG_BYTES);
-        drop(reader);
-        gate.event(&story()[0]).expect("queued before the thread notices");
-        gate.flush().expect("queued");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while gate.check().is_ok() {
-            assert!(Instant::now() < deadline, "the write never failed");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let error = gate.flush().expect_err("the reader is gone");
-        assert_eq!(error.kind(), io::ErrorKind::BrokenPipe);
-    }
-}
+mod tests;
