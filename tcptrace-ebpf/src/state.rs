@@ -88,6 +88,15 @@ fn try_state(ctx: &TracePointContext) -> Result<(), i64> {
         emit(conn, kind::STATE, conn.start_ns, tcp::LISTEN);
         conn.new_state = new_state;
     }
+    if matches!((old, new), (tcp::ESTABLISHED, tcp::FIN_WAIT1) | (tcp::CLOSE_WAIT, tcp::LAST_ACK)) {
+        // Only close() or shutdown() by whoever holds the socket now moves it
+        // here: after a fork or an fd handover that is the worker, not the
+        // task that connected or accepted, and the rest of its story is theirs.
+        let closer = current_owner();
+        if closer.tgid != 0 {
+            set_owner(conn, &closer);
+        }
+    }
     // The kernel sometimes re-sets the state it is in; that is no transition.
     if old != new && conn.internal & internal::SYN_RECV_PENDING == 0 {
         emit(conn, kind::STATE, now, old);

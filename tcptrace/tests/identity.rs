@@ -97,3 +97,34 @@ fn events_name_user_container_and_exe_and_cgroup_filters_them() {
     tracer.stop();
     everything.stop();
 }
+
+/// A pre-fork server (sshd, apache): the listener accepts and forks a worker
+/// that answers and closes. The close names the worker, not the listener, and
+/// a --comm filter on the worker's name (like -p, owner-based) finds it.
+#[test]
+fn the_owner_follows_the_socket_to_a_forked_worker() {
+    require_root();
+    let ns = Netns::new();
+    let port = port();
+    let worker_comm = "tcptrace-wrk";
+    let tracer = Tracer::start(&["-P", &port.to_string()]);
+    let workers_only = Tracer::start(&["-c", worker_comm]);
+    let mut server = ns.peer(&["forking", "127.0.0.1", &port.to_string(), worker_comm]);
+    assert_eq!(server.line(), "listening");
+    ns.client("127.0.0.1", port);
+    let worker: u64 = server.line().strip_prefix("worker ").and_then(|pid| pid.parse().ok()).expect("worker pid");
+    assert!(server.wait().success(), "forking server failed");
+
+    let events = tracer.wait_for("both closes", |ev| count(ev, ns.inode, port, "close") == 2);
+    let accepted = events.iter().find(|e| e["event"] == "accept" && e["lport"] == port).expect("accept");
+    assert_eq!(accepted["pid"], server.pid(), "the listener accepted: {accepted}");
+    let closed = events.iter().find(|e| e["event"] == "close" && e["lport"] == port).expect("server close");
+    assert_eq!((&closed["pid"], &closed["comm"]), (&worker.into(), &worker_comm.into()), "{closed}");
+
+    let theirs = workers_only.wait_for("the worker's close", |ev| count(ev, ns.inode, port, "close") == 1);
+    for event in &theirs {
+        assert_eq!(event["pid"], worker, "-c let through {event}");
+    }
+    tracer.stop();
+    workers_only.stop();
+}

@@ -10,6 +10,11 @@ test knows what happened without guessing.
                                    with `wait`, read a line from stdin first; send
                                    REQUEST, read RESPONSE, close (with `linger0`:
                                    SO_LINGER 0, so the close is a RST)
+  peer.py forking HOST PORT COMM   a pre-fork server (sshd, apache): accept one
+                                   connection, fork a worker named COMM that
+                                   prints "worker PID", answers REQUEST with
+                                   RESPONSE and closes first; the listener
+                                   closes its copy at once and waits
   peer.py attempt HOST PORT        a blocking connect; prints "connected" or the
                                    errno name it failed with
   peer.py churn HOST PORT COUNT    COUNT connections, one after the other, to a
@@ -187,6 +192,32 @@ def churn(host, port, count):
     print("done", flush=True)
 
 
+def set_comm(name):
+    ctypes.CDLL(None).prctl(15, name.encode(), 0, 0, 0)
+
+
+def forking(host, port, worker_comm):
+    listener = socket.socket(family_of(host), socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
+    listener.listen(16)
+    print("listening", flush=True)
+    conn, _ = listener.accept()
+    worker = os.fork()
+    if worker == 0:
+        listener.close()
+        set_comm(worker_comm)
+        print(f"worker {os.getpid()}", flush=True)
+        read_exactly(conn, REQUEST)
+        conn.sendall(b"r" * RESPONSE)
+        conn.close()
+        os._exit(0)
+    conn.close()
+    listener.close()
+    _, status = os.waitpid(worker, 0)
+    sys.exit(os.waitstatus_to_exitcode(status))
+
+
 def attempt(host, port):
     conn = socket.socket(family_of(host), socket.SOCK_STREAM)
     try:
@@ -222,7 +253,7 @@ def rawsyn(sport, dport):
 if __name__ == "__main__":
     if os.environ.get("PEER_COMM"):
         # Names this process (comm) as the environment asks, for --comm tests.
-        ctypes.CDLL(None).prctl(15, os.environ["PEER_COMM"].encode(), 0, 0, 0)
+        set_comm(os.environ["PEER_COMM"])
     mode = sys.argv[1]
     if mode == "rawsyn":
         rawsyn(int(sys.argv[2]), int(sys.argv[3]))
@@ -237,6 +268,8 @@ if __name__ == "__main__":
         client(host, port, sys.argv[4:])
     elif mode == "churn":
         churn(host, port, int(sys.argv[4]))
+    elif mode == "forking":
+        forking(host, port, sys.argv[4])
     elif mode == "attempt":
         attempt(host, port)
     else:
