@@ -26,8 +26,11 @@ pub mod kind {
     pub const RETRANSMIT: u8 = 7;
     /// A RST was sent or received (opt-in).
     pub const RESET: u8 = 8;
+    /// A connection already open when tracing started, listed by userspace
+    /// from sock_diag; the kernel never sends it.
+    pub const SNAPSHOT: u8 = 9;
     /// Highest kind number, for masks.
-    pub const MAX: u8 = 8;
+    pub const MAX: u8 = 9;
 }
 
 /// `Event::closed_by`: which end sent the first FIN or RST.
@@ -141,6 +144,10 @@ pub struct Event {
     /// Owning process's cgroup (v2) id: the inode number of its directory
     /// under /sys/fs/cgroup; 0 if unknown.
     pub cgroup_id: u64,
+    /// The socket's cookie (`sk_cookie`, as sock_diag reports it) for a
+    /// connection that predates tracing; 0 otherwise. Userspace's snapshot
+    /// made the kernel assign it, so both sides name the connection alike.
+    pub cookie: u64,
     /// Local address: 4 bytes for IPv4, then zeros; 16 bytes for IPv6.
     pub saddr: [u8; 16],
     /// Remote address, laid out as `saddr`.
@@ -197,7 +204,7 @@ pub struct Event {
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
 
 // A change of layout must be deliberate: these fail the build otherwise.
-const _: () = assert!(EVENT_SIZE == 152);
+const _: () = assert!(EVENT_SIZE == 160);
 const _: () = assert!(core::mem::align_of::<Event>() == 8);
 
 /// Byte offsets of the kernel struct members the programs read, taken from the
@@ -222,6 +229,8 @@ pub struct KernelOffsets {
     pub file_private_data: u32,
     /// `socket.sk`.
     pub socket_sk: u32,
+    /// `sock_common.skc_cookie`: the socket's cookie, 0 until something asks for one.
+    pub sock_cookie: u32,
     /// `sock.sk_err`: the error a process would see.
     pub sock_err: u32,
     /// `sock.__sk_common.skc_flags` (`sk_flags`), a bit set of `enum sock_flags`.
@@ -268,7 +277,7 @@ pub struct LoadConfig {
     pub _pad: [u8; 3],
 }
 
-const _: () = assert!(core::mem::size_of::<LoadConfig>() == 21 * 4 + 12);
+const _: () = assert!(core::mem::size_of::<LoadConfig>() == 22 * 4 + 12);
 
 /// `LoadConfig::filters` bits, each naming the kernel map that holds its values.
 pub mod filter {

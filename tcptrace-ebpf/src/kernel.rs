@@ -37,6 +37,12 @@ pub fn local_port_of(sk: u64) -> u16 {
     read(sk, config!(offsets.sock_num)).unwrap_or(0)
 }
 
+/// The socket's cookie: set for a connection userspace's snapshot listed
+/// (sock_diag assigns one), else usually 0.
+pub fn cookie_of(sk: u64) -> u64 {
+    read(sk, config!(offsets.sock_cookie)).unwrap_or(0)
+}
+
 /// Handshake time of a passive connection: the child socket is born at the
 /// final ACK, so its first RTT sample (SYN-ACK sent to ACK received) is the
 /// handshake as this host saw it. srtt_us holds 8x the RTT; round up so a

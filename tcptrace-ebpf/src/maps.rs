@@ -17,6 +17,7 @@ pub static CONFIG: LoadConfig = LoadConfig {
         fdtable_fd: 0,
         file_private_data: 0,
         socket_sk: 0,
+        sock_cookie: 0,
         sock_err: 0,
         sock_flags: 0,
         sock_flag_done: 0,

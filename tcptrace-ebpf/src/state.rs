@@ -12,7 +12,7 @@ use tcptrace_common::{
 
 use crate::{
     emit::{current_owner, emit, emit_connect_once, set_owner, zero_event},
-    kernel::{fill_close_stats, netns_of, synack_rtt_us},
+    kernel::{cookie_of, fill_close_stats, netns_of, synack_rtt_us},
     maps::{CONNECTING, CONNS, LISTENERS, PENDING_CONNECT, count, counted, scratch},
     record::{at, fill_tuple},
 };
@@ -173,8 +173,10 @@ fn first_sight(ctx: &TracePointContext, conn: &mut Event, sk: u64, old: u8, new:
             }
         }
         // Already alive when tracing started: owner and start unknown, and
-        // past its handshake unless it is still in one.
+        // past its handshake unless it is still in one. Its cookie ties it
+        // to the snapshot's line for it.
         _ => {
+            conn.cookie = cookie_of(sk);
             if old != tcp::SYN_SENT && old != tcp::SYN_RECV {
                 conn.flags |= flags::ESTABLISHED;
             }

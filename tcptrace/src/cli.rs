@@ -18,11 +18,16 @@ pub struct Cli {
     #[arg(short = 'o', long, value_enum, default_value_t = OutputArg::Human)]
     pub output: OutputArg,
 
-    /// Event kinds to print, comma-separated. Default: connect, accept,
-    /// established, close, failed. Opt-in: state (every transition),
+    /// Event kinds to print, comma-separated. Default: snapshot (connections
+    /// already open at start), connect, accept, established, close, failed. Opt-in: state (every transition),
     /// retransmit, reset. `all` for every kind.
     #[arg(short = 'e', long, value_enum, value_delimiter = ',', value_name = "LIST")]
     pub events: Vec<EventArg>,
+
+    /// Do not list the connections already open at start (`snapshot` events,
+    /// on by default).
+    #[arg(long)]
+    pub no_snapshot: bool,
 
     /// Also print every TCP state transition (SYN_SENT, FIN_WAIT1, CLOSE_WAIT, ...): adds `state` to --events.
     #[arg(long)]
@@ -157,6 +162,7 @@ pub enum EventArg {
     State,
     Retransmit,
     Reset,
+    Snapshot,
     All,
 }
 

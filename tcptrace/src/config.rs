@@ -44,8 +44,14 @@ impl Config {
 pub struct EventSet(u32);
 
 impl EventSet {
-    pub const DEFAULT: &[EventKind] =
-        &[EventKind::Connect, EventKind::Accept, EventKind::Established, EventKind::Close, EventKind::Failed];
+    pub const DEFAULT: &[EventKind] = &[
+        EventKind::Snapshot,
+        EventKind::Connect,
+        EventKind::Accept,
+        EventKind::Established,
+        EventKind::Close,
+        EventKind::Failed,
+    ];
 
     pub fn of(kinds: &[EventKind]) -> Self {
         Self(kinds.iter().fold(0, |mask, kind| mask | 1 << kind.code()))
@@ -57,6 +63,10 @@ impl EventSet {
 
     pub fn with(self, kind: EventKind) -> Self {
         Self(self.0 | 1 << kind.code())
+    }
+
+    pub fn without(self, kind: EventKind) -> Self {
+        Self(self.0 & !(1 << kind.code()))
     }
 
     /// Bit `1 << kind` per wanted kind, as the kernel side reads it.
@@ -155,10 +165,14 @@ impl TryFrom<Cli> for Config {
                 EventArg::State => events.with(EventKind::State),
                 EventArg::Retransmit => events.with(EventKind::Retransmit),
                 EventArg::Reset => events.with(EventKind::Reset),
+                EventArg::Snapshot => events.with(EventKind::Snapshot),
             };
         }
         if cli.states {
             events = events.with(EventKind::State);
+        }
+        if cli.no_snapshot {
+            events = events.without(EventKind::Snapshot);
         }
         Ok(Self {
             format,

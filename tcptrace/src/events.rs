@@ -95,6 +95,12 @@ impl Decoder {
         Self::new(monotonic_epoch(), reset_reasons)
     }
 
+    /// The connection id of a socket that predates tracing, from its cookie:
+    /// the snapshot's line and the kernel's later events agree on it.
+    pub fn conn_id_of_cookie(&self, cookie: u64) -> u64 {
+        self.ids.hash_one(("cookie", cookie))
+    }
+
     pub fn decode(&self, bytes: &[u8]) -> Result<ConnEvent, DecodeError> {
         if bytes.len() != EVENT_SIZE {
             return Err(DecodeError::Size(bytes.len()));
@@ -102,7 +108,10 @@ impl Decoder {
         // SAFETY: length checked; Event is plain old data valid for any bytes;
         // read_unaligned makes no alignment assumption about the ring buffer.
         let raw: Event = unsafe { bytes.as_ptr().cast::<Event>().read_unaligned() };
-        let kind = EventKind::from_code(raw.kind).ok_or(DecodeError::Kind(raw.kind))?;
+        // Snapshots are listed by userspace; the kernel never sends one.
+        let kind = EventKind::from_code(raw.kind)
+            .filter(|&kind| kind != EventKind::Snapshot)
+            .ok_or(DecodeError::Kind(raw.kind))?;
         let (local_ip, remote_ip) = match raw.family {
             family::INET => (ipv4(&raw.saddr), ipv4(&raw.daddr)),
             family::INET6 => (IpAddr::V6(Ipv6Addr::from(raw.saddr)), IpAddr::V6(Ipv6Addr::from(raw.daddr))),
@@ -128,7 +137,10 @@ impl Decoder {
             local: SocketAddr::new(local_ip, raw.sport),
             remote: SocketAddr::new(remote_ip, raw.dport),
             netns: (raw.netns != 0).then_some(raw.netns),
-            conn_id: self.ids.hash_one((raw.sock_addr, raw.start_ns)),
+            conn_id: match raw.cookie {
+                0 => self.ids.hash_one((raw.sock_addr, raw.start_ns)),
+                cookie => self.conn_id_of_cookie(cookie),
+            },
             state: TcpState(raw.new_state),
             direction,
             age,
@@ -140,7 +152,7 @@ impl Decoder {
 
     fn detail(&self, kind: EventKind, raw: &Event, direction: Direction) -> Detail {
         match kind {
-            EventKind::Connect | EventKind::Accept => Detail::None,
+            EventKind::Connect | EventKind::Accept | EventKind::Snapshot => Detail::None,
             EventKind::Established => Detail::Established {
                 handshake: (raw.handshake_us != 0).then(|| Duration::from_micros(raw.handshake_us.into())),
             },
@@ -220,6 +232,7 @@ pub(crate) mod tests {
             bytes_acked: 102,
             bytes_received: 1001,
             cgroup_id: 7,
+            cookie: 0,
             saddr,
             daddr: saddr,
             tgid: 4242,
@@ -332,6 +345,18 @@ pub(crate) mod tests {
         // Same socket memory reused by a later connection: a new id.
         raw.start_ns += 10;
         assert_ne!(decoder.decode(&bytes_of(&raw)).expect("decodes").conn_id, first);
+    }
+
+    /// A connection that predates tracing is named by its cookie, as the
+    /// snapshot names it; the kernel never sends a snapshot itself.
+    #[test]
+    fn a_cookie_names_the_connection_as_the_snapshot_does() {
+        let decoder = decoder();
+        let mut raw = raw_event();
+        raw.cookie = 77;
+        assert_eq!(decoder.decode(&bytes_of(&raw)).expect("decodes").conn_id, decoder.conn_id_of_cookie(77));
+        raw.kind = kind::SNAPSHOT;
+        assert_eq!(decoder.decode(&bytes_of(&raw)), Err(DecodeError::Kind(kind::SNAPSHOT)));
     }
 
     #[test]

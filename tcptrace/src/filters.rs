@@ -5,7 +5,7 @@ use std::{os::unix::fs::MetadataExt, path::Path};
 use ipnet::IpNet;
 use tcptrace_common::{COMM_LEN, CommKey, filter};
 
-use crate::{cgroups, cli::Cli, config::ConfigError};
+use crate::{cgroups, cli::Cli, config::ConfigError, events::ConnEvent};
 
 /// Most values one filter takes (the kernel maps' size).
 pub const MAX_FILTER_ENTRIES: usize = 1024;
@@ -86,6 +86,30 @@ impl Filters {
         .into_iter()
         .filter(|&(on, _)| on)
         .fold(0, |bits, (_, bit)| bits | bit)
+    }
+}
+
+impl Filters {
+    /// The kernel's filter (tcptrace-ebpf emit.rs) over an event userspace
+    /// made itself (a snapshot): every filter in force must match.
+    pub fn admits(&self, event: &ConnEvent) -> bool {
+        let owner = event.owner.as_ref();
+        let any = |values: &[u16], port: u16| values.is_empty() || values.contains(&port);
+        let (local, remote) = (event.local.port(), event.remote.port());
+        let is_ipv4 = event.remote.ip().to_canonical().is_ipv4();
+        (self.pids.is_empty() || owner.is_some_and(|o| self.pids.contains(&o.pid)))
+            && (self.uids.is_empty() || owner.is_some_and(|o| self.uids.contains(&o.uid)))
+            && (self.comms.is_empty() || owner.is_some_and(|o| self.comms.contains(&o.comm.0)))
+            && (self.ports.is_empty() || self.ports.contains(&local) || self.ports.contains(&remote))
+            && any(&self.lports, local)
+            && any(&self.rports, remote)
+            && (self.netns.is_empty() || event.netns.is_some_and(|netns| self.netns.contains(&netns)))
+            && (self.cgroups.is_empty() || owner.is_some_and(|o| self.cgroups.contains(&o.cgroup_id)))
+            && (!(self.ipv4 || self.ipv6) || if is_ipv4 { self.ipv4 } else { self.ipv6 })
+            && (self.addrs.is_empty()
+                || [event.local.ip(), event.remote.ip()]
+                    .iter()
+                    .any(|ip| self.addrs.iter().any(|net| net.contains(&ip.to_canonical()))))
     }
 }
 

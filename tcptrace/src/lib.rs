@@ -24,5 +24,6 @@ pub mod probe;
 pub mod procfs;
 pub mod services;
 pub mod session;
+pub mod snapshot;
 pub mod sockdiag;
 pub mod tracefs;

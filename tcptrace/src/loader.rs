@@ -17,8 +17,10 @@ use crate::{
     btf::Btf,
     config::{Attach, Config, Method},
     error::LoadError,
+    events::EventKind,
     filters::{self, Filters},
     probe, procfs,
+    snapshot::Snapshot,
     tracefs::{self, SendResetLayout},
 };
 
@@ -33,6 +35,8 @@ pub struct Tracer {
     pub hooks: Vec<HookReport>,
     /// The kernel's names for why it sends a RST, by value.
     pub reset_reasons: Vec<Arc<str>>,
+    /// Connections open before we attached, with their owners (unless --no-snapshot).
+    pub snapshot: Option<Snapshot>,
 }
 
 pub fn load(config: &Config) -> Result<Tracer, LoadError> {
@@ -68,19 +72,23 @@ pub fn load(config: &Config) -> Result<Tracer, LoadError> {
     fill_filters(&mut ebpf, &config.filters)?;
     phase("object and maps");
 
+    // Before attaching: the programs read the cookies this assigns.
+    let mut snapshot = config.events.contains(EventKind::Snapshot).then(|| Snapshot::take(Path::new("/proc")));
+    phase("snapshot (sock_diag)");
     let hooks = attach::attach_all(&mut ebpf, config.attach, fentry)?;
     phase("attach");
     // After attaching, so a listener opened meanwhile is seen by one or the other.
-    seed_listeners(&mut ebpf)?;
-    phase("listeners (sock_diag, owners from /proc)");
-    Ok(Tracer { ebpf, hooks, reset_reasons: tracefs::reset_reasons(&tracefs) })
+    find_owners(&mut ebpf, snapshot.as_mut())?;
+    phase("owners of listeners and snapshot (sock_diag, /proc)");
+    Ok(Tracer { ebpf, hooks, reset_reasons: tracefs::reset_reasons(&tracefs), snapshot })
 }
 
-/// Tells the kernel who owns the listeners that were open before we attached.
-/// Finding them reads every open file of every process (as `ss -p` does), so
-/// on a host holding tens of thousands of sockets this is most of start-up;
-/// it finishes before the capabilities it needs are dropped (privileges.rs).
-fn seed_listeners(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+/// Tells the kernel who owns the listeners that were open before we attached,
+/// and the snapshot who holds its connections. Finding them reads every open
+/// file of every process (as `ss -p` does), so on a host holding tens of
+/// thousands of sockets this is most of start-up; it finishes before the
+/// capabilities it needs are dropped (privileges.rs).
+fn find_owners(ebpf: &mut Ebpf, mut snapshot: Option<&mut Snapshot>) -> Result<(), LoadError> {
     const NAME: &str = "LISTENERS";
     /// BPF_NOEXIST: an entry the kernel side just wrote is fresher than our scan.
     const NO_OVERWRITE: u64 = 1;
@@ -88,11 +96,18 @@ fn seed_listeners(ebpf: &mut Ebpf) -> Result<(), LoadError> {
     let mut listeners: HashMap<_, ListenerKey, Owner> =
         HashMap::try_from(map).map_err(|source| LoadError::Map { name: NAME, source })?;
     let mut failed = None;
-    procfs::for_each_listener(Path::new("/proc"), |key, owner| match listeners.insert(&key, &owner, NO_OVERWRITE) {
+    let held = snapshot.as_ref().map(|snapshot| snapshot.inodes()).unwrap_or_default();
+    let listener = |key, owner| match listeners.insert(&key, &owner, NO_OVERWRITE) {
         Ok(()) => {}
         Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
         Err(source) => failed = Some(source),
-    });
+    };
+    let holder = |inode, owner| {
+        if let Some(snapshot) = snapshot.as_deref_mut() {
+            snapshot.held_by(inode, owner);
+        }
+    };
+    procfs::for_each_owner(Path::new("/proc"), &held, listener, holder);
     failed.map_or(Ok(()), |source| Err(LoadError::Map { name: NAME, source }))
 }
 
@@ -121,6 +136,7 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, LoadError> {
         fdtable_fd: btf.offset_of("fdtable", "fd")?,
         file_private_data: btf.offset_of("file", "private_data")?,
         socket_sk: btf.offset_of("socket", "sk")?,
+        sock_cookie: btf.offset_of("sock", "__sk_common.skc_cookie")?,
         sock_err: btf.offset_of("sock", "sk_err")?,
         sock_flags: btf.offset_of("sock", "__sk_common.skc_flags")?,
         sock_flag_done: btf.enum_value("sock_flags", "SOCK_DONE")? as u32,

@@ -13,6 +13,8 @@ pub enum EventKind {
     State,
     Retransmit,
     Reset,
+    /// Already open when tracing started (listed at start, not by the kernel).
+    Snapshot,
 }
 
 impl EventKind {
@@ -25,6 +27,7 @@ impl EventKind {
         Self::State,
         Self::Retransmit,
         Self::Reset,
+        Self::Snapshot,
     ];
 
     pub fn name(self) -> &'static str {
@@ -37,6 +40,7 @@ impl EventKind {
             Self::State => "state",
             Self::Retransmit => "retransmit",
             Self::Reset => "reset",
+            Self::Snapshot => "snapshot",
         }
     }
 
@@ -51,6 +55,7 @@ impl EventKind {
             Self::State => kind::STATE,
             Self::Retransmit => kind::RETRANSMIT,
             Self::Reset => kind::RESET,
+            Self::Snapshot => kind::SNAPSHOT,
         }
     }
 

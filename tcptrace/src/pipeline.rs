@@ -8,6 +8,7 @@
 //! sorted, and only then written: a record committed later than that after
 //! its timestamp does not occur (the programs stamp and commit in one run).
 use std::{
+    collections::HashMap,
     sync::Arc,
     time::{Duration, SystemTime},
 };
@@ -16,12 +17,14 @@ use aya::maps::{MapData, RingBuf};
 
 use crate::{
     config::EventSet,
-    events::{ConnEvent, Decoder},
+    events::{ConnEvent, Decoder, Direction, EventKind, Owner},
+    filters::Filters,
     identity::Resolver,
     metrics::Metrics,
     output::EventWriter,
     services::Services,
     session::Summary,
+    snapshot::Snapshot,
 };
 
 /// How long an event waits for earlier ones from other CPUs.
@@ -36,11 +39,57 @@ pub struct Pipeline {
     services: Services,
     /// Decoded, not yet written; sorted when written.
     held: Vec<ConnEvent>,
+    /// What the snapshot knew of connections the kernel saw open before it
+    /// attached (owner, which end we are), by conn_id, until they end.
+    predating: HashMap<u64, (Option<Owner>, Direction)>,
 }
 
 impl Pipeline {
     pub fn new(decoder: Decoder, printed: EventSet, metrics: Option<Arc<Metrics>>) -> Self {
-        Self { decoder, printed, metrics, resolver: Resolver::new(), services: Services::from_host(), held: Vec::new() }
+        Self {
+            decoder,
+            printed,
+            metrics,
+            resolver: Resolver::new(),
+            services: Services::from_host(),
+            held: Vec::new(),
+            predating: HashMap::new(),
+        }
+    }
+
+    /// The connections open at start: each a `snapshot` event (those the
+    /// user's filters admit), and what it knows for their later events.
+    pub fn adopt(&mut self, snapshot: &Snapshot, filters: &Filters) {
+        for mut event in snapshot.events(&self.decoder) {
+            self.predating.insert(event.conn_id, (event.owner.clone(), event.direction));
+            if self.printed.contains(EventKind::Snapshot) && filters.admits(&event) {
+                self.enrich(&mut event);
+                self.held.push(event);
+            }
+        }
+    }
+
+    /// The owner's identity and the service name.
+    fn enrich(&mut self, event: &mut ConnEvent) {
+        if let Some(owner) = &event.owner {
+            event.identity = self.resolver.identify(owner);
+        }
+        event.service = self.services.of(event);
+    }
+
+    /// A connection the kernel first saw already open knows no owner or
+    /// direction: the snapshot may.
+    fn recall(&mut self, event: &mut ConnEvent) {
+        let ending = matches!(event.kind, EventKind::Close | EventKind::Failed);
+        let known =
+            if ending { self.predating.remove(&event.conn_id) } else { self.predating.get(&event.conn_id).cloned() };
+        let Some((owner, direction)) = known else { return };
+        if event.owner.is_none() {
+            event.owner = owner;
+        }
+        if event.direction == Direction::Unknown {
+            event.direction = direction;
+        }
     }
 
     /// Takes every record waiting in `ring`; returns how many there were.
@@ -50,16 +99,16 @@ impl Pipeline {
             records += 1;
             match self.decoder.decode(&record) {
                 Ok(mut event) => {
+                    if !self.predating.is_empty() {
+                        self.recall(&mut event);
+                    }
                     if let Some(metrics) = &self.metrics {
                         metrics.observe(&event);
                     }
                     if !self.printed.contains(event.kind) {
                         continue;
                     }
-                    if let Some(owner) = &event.owner {
-                        event.identity = self.resolver.identify(owner);
-                    }
-                    event.service = self.services.of(&event);
+                    self.enrich(&mut event);
                     self.held.push(event);
                 }
                 Err(error) => {

@@ -1,8 +1,8 @@
-//! Listening sockets that were open before tracing started, and their owners:
-//! the sockets from sock_diag, one query per network namespace, and their
-//! owners from /proc/PID/fd, as `ss -p` finds them. Without them a passive
-//! connection to a long-running server (sshd, nginx) would have no owner
-//! until the server accepts it.
+//! Owners of sockets that were open before tracing started, from
+//! /proc/PID/fd as `ss -p` finds them: listeners (their sockets from
+//! sock_diag, one query per network namespace), without which a passive
+//! connection to a long-running server (sshd, nginx) would have no owner until
+//! the server accepts it, and the snapshot's connections.
 use std::{
     collections::{HashMap, HashSet},
     fs,
@@ -15,17 +15,30 @@ use tcptrace_common::{COMM_LEN, ListenerKey, Owner};
 use crate::{cgroups, sockdiag};
 
 /// Every listening TCP socket some process holds open: (namespace, port) -> owner.
+#[cfg(test)]
 pub fn listeners(proc: &Path) -> HashMap<ListenerKey, Owner> {
     let mut found = HashMap::new();
-    for_each_listener(proc, |key, owner| {
-        found.entry(key).or_insert(owner);
-    });
+    for_each_owner(
+        proc,
+        &HashSet::new(),
+        |key, owner| {
+            found.entry(key).or_insert(owner);
+        },
+        |_, _| {},
+    );
     found
 }
 
-/// Calls `found` for every listening socket as soon as its owner is known
-/// (more than once for a socket that several processes share).
-pub fn for_each_listener(proc: &Path, mut found: impl FnMut(ListenerKey, Owner)) {
+/// In one pass over every process's open files: calls `listener` for every
+/// listening socket and `holder` for every socket of `held` (by inode), as
+/// soon as an owner is known (more than once for a socket that several
+/// processes share, as after a fork).
+pub fn for_each_owner(
+    proc: &Path,
+    held: &HashSet<u64>,
+    mut listener: impl FnMut(ListenerKey, Owner),
+    mut holder: impl FnMut(u64, Owner),
+) {
     // Per namespace: listening socket inode -> port. Read once per namespace.
     let own_netns = fs::metadata(proc.join("self/ns/net")).map(|m| m.ino()).ok();
     let cgroup_mount = cgroups::mount_point();
@@ -50,7 +63,9 @@ pub fn for_each_listener(proc: &Path, mut found: impl FnMut(ListenerKey, Owner))
         for inode in sockets {
             if let Some(&port) = listening.get(&inode) {
                 let key = ListenerKey { netns: netns as u32, port, _pad: 0 };
-                found(key, owner(&dir, pid, cgroup_mount.as_deref()));
+                listener(key, owner(&dir, pid, cgroup_mount.as_deref()));
+            } else if held.contains(&inode) {
+                holder(inode, owner(&dir, pid, cgroup_mount.as_deref()));
             }
         }
     }

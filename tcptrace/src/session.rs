@@ -113,6 +113,12 @@ pub async fn run<W: Write + AsFd + Send + 'static>(config: &Config, out: W) -> R
     let limit = config.count.map_or(u64::MAX, |n| n.get());
     let hooks = tracer.hooks.iter().map(|hook| (hook.purpose.to_owned(), hook.method.clone())).collect();
     writer.start(&RunInfo::here(hooks)).and_then(|()| writer.flush()).map_err(RunError::Output)?;
+    if let Some(snapshot) = tracer.snapshot.take() {
+        pipeline.adopt(&snapshot, &config.filters);
+        log::debug!("snapshot: {} connections open at start", snapshot.len());
+        // Taken before attaching: older than anything the kernel will send.
+        pipeline.write(writer.as_mut(), &mut summary, limit, true).map_err(RunError::Output)?;
+    }
     notice!("tcptrace: ready, tracing TCP connections (Ctrl-C to stop)");
 
     while summary.events < limit {

@@ -2,7 +2,13 @@
 //! reads). A state filter makes the kernel walk only the tables that state
 //! lives in: listeners come from the listening hash, so a host with 130,000
 //! established or TIME_WAIT sockets costs nothing extra.
-use std::{collections::HashMap, fs::File, io, path::Path};
+use std::{
+    collections::{HashMap, HashSet},
+    fs::File,
+    io,
+    net::SocketAddr,
+    path::Path,
+};
 
 use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
 use netlink_packet_sock_diag::{
@@ -10,12 +16,66 @@ use netlink_packet_sock_diag::{
     constants::{AF_INET, AF_INET6, IPPROTO_TCP},
     inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
 };
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
+use netlink_sys::{Socket, protocols::NETLINK_SOCK_DIAG};
 
 /// Listening TCP sockets (IPv4 and IPv6) of one network namespace: inode ->
 /// local port. `netns` names the namespace (`/proc/PID/ns/net`); None: ours.
 pub fn listeners(netns: Option<&Path>) -> io::Result<HashMap<u64, u16>> {
-    let Some(netns) = netns else { return listeners_here() };
+    in_netns(netns, || {
+        let mut found = HashMap::new();
+        dump_here(StateFlags::LISTEN, |socket| {
+            found.insert(socket.inode, socket.local.port());
+        })?;
+        Ok(found)
+    })
+}
+
+/// One TCP socket as sock_diag lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenSocket {
+    pub inode: u64,
+    /// `sk_cookie`: asking for it makes the kernel assign one, which its
+    /// programs then read on the socket's next event.
+    pub cookie: u64,
+    /// Kernel numbering (`tcp_state`).
+    pub state: u8,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+/// The states of a connection some process may still hold: not listeners,
+/// not half-open requests, not TIME_WAIT (no socket left to hold).
+fn open_states() -> StateFlags {
+    StateFlags::ESTABLISHED
+        | StateFlags::SYN_SENT
+        | StateFlags::FIN_WAIT1
+        | StateFlags::FIN_WAIT2
+        | StateFlags::CLOSE_WAIT
+        | StateFlags::LAST_ACK
+        | StateFlags::CLOSING
+}
+
+/// The open connections of one network namespace (None: ours), and the ports
+/// its listeners hold, to tell which end of a connection is the server's.
+pub fn connections(netns: Option<&Path>) -> io::Result<(Vec<OpenSocket>, HashSet<u16>)> {
+    in_netns(netns, || {
+        let (mut open, mut listening) = (Vec::new(), HashSet::new());
+        dump_here(open_states() | StateFlags::LISTEN, |socket| {
+            if socket.state == LISTEN {
+                listening.insert(socket.local.port());
+            } else {
+                open.push(socket);
+            }
+        })?;
+        Ok((open, listening))
+    })
+}
+
+const LISTEN: u8 = 10;
+
+/// Runs `ask` in the network namespace `netns` (None: ours).
+fn in_netns<T: Send>(netns: Option<&Path>, ask: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
+    let Some(netns) = netns else { return ask() };
     let netns = File::open(netns)?;
     // A netlink socket belongs to the namespace it was created in; setns
     // moves only the calling thread, so a short-lived one does the asking.
@@ -23,7 +83,7 @@ pub fn listeners(netns: Option<&Path>) -> io::Result<HashMap<u64, u16>> {
         scope
             .spawn(|| {
                 enter_netns(&netns)?;
-                listeners_here()
+                ask()
             })
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("sock_diag thread panicked")))
@@ -40,26 +100,24 @@ fn enter_netns(netns: &File) -> io::Result<()> {
     }
 }
 
-fn listeners_here() -> io::Result<HashMap<u64, u16>> {
+/// Every IPv4 and IPv6 TCP socket of this thread's namespace in `states`.
+fn dump_here(states: StateFlags, mut each: impl FnMut(OpenSocket)) -> io::Result<()> {
     let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
     socket.bind_auto()?;
-    socket.connect(&SocketAddr::new(0, 0))?;
-    let mut found = HashMap::new();
+    socket.connect(&netlink_sys::SocketAddr::new(0, 0))?;
     for (family, any) in [(AF_INET, SocketId::new_v4()), (AF_INET6, SocketId::new_v6())] {
-        dump(&socket, family, any, StateFlags::LISTEN, |inode, port| {
-            found.insert(inode, port);
-        })?;
+        dump(&socket, family, any, states.clone(), &mut each)?;
     }
-    Ok(found)
+    Ok(())
 }
 
-/// One dump request; `each(inode, local port)` for every socket in `states`.
+/// One dump request; `each` for every socket in `states`.
 fn dump(
     socket: &Socket,
     family: u8,
     socket_id: SocketId,
     states: StateFlags,
-    mut each: impl FnMut(u64, u16),
+    each: &mut impl FnMut(OpenSocket),
 ) -> io::Result<()> {
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
@@ -79,7 +137,20 @@ fn dump(
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
             match message.payload {
                 NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
-                    each(u64::from(response.header.inode), response.header.socket_id.source_port);
+                    let header = &response.header;
+                    let id = &header.socket_id;
+                    let cookie = &id.cookie;
+                    // Two native-endian u32 halves, low first (sock_diag_save_cookie).
+                    let half = |at: usize| {
+                        u64::from(u32::from_ne_bytes([cookie[at], cookie[at + 1], cookie[at + 2], cookie[at + 3]]))
+                    };
+                    each(OpenSocket {
+                        inode: u64::from(header.inode),
+                        cookie: half(0) | half(4) << 32,
+                        state: header.state,
+                        local: SocketAddr::new(id.source_address, id.source_port),
+                        remote: SocketAddr::new(id.destination_address, id.destination_port),
+                    });
                 }
                 NetlinkPayload::Done(_) => return Ok(()),
                 NetlinkPayload::Error(error) => return Err(error.to_io()),
@@ -105,5 +176,22 @@ mod tests {
         let port = listener.local_addr().expect("addr").port();
         let found = listeners(None).expect("sock_diag");
         assert!(found.values().any(|&p| p == port), "port {port} not in {found:?}");
+    }
+
+    /// Both ends of a connection we make, each with its own cookie, and our
+    /// listener's port among the listening ones.
+    #[test]
+    fn lists_our_own_connection_with_cookies() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let server = listener.local_addr().expect("addr");
+        let client = std::net::TcpStream::connect(server).expect("connect");
+        let (_accepted, _) = listener.accept().expect("accept");
+        let (open, listening) = connections(None).expect("sock_diag");
+        assert!(listening.contains(&server.port()));
+        let ends: Vec<&OpenSocket> =
+            open.iter().filter(|s| s.local == server || s.local == client.local_addr().expect("addr")).collect();
+        assert_eq!(ends.len(), 2, "{open:?}");
+        assert!(ends.iter().all(|s| s.cookie != 0 && s.inode != 0 && s.state == 1), "{ends:?}");
+        assert_ne!(ends[0].cookie, ends[1].cookie);
     }
 }

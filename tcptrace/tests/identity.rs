@@ -128,3 +128,48 @@ fn the_owner_follows_the_socket_to_a_forked_worker() {
     tracer.stop();
     workers_only.stop();
 }
+
+/// A connection opened before tracing started: listed at start as a
+/// `snapshot` on both ends with the owners `ss -p` would show, and its later
+/// events carry the same conn_id and owner, also where the kernel could not
+/// tell the owner (the end that receives the RST). --no-snapshot lists none.
+#[test]
+fn connections_open_at_start_are_listed_with_their_owners() {
+    require_root();
+    let ns = Netns::new();
+    let port = port();
+    let mut server = ns.talk_server(port, "recv:10 wait linger0 close");
+    let (mut client, client_port) = ns.talk_client(port, "send:10 eof close");
+    let tracer = Tracer::start(&["-P", &port.to_string()]);
+    let quiet = Tracer::start(&["-P", &port.to_string(), "--no-snapshot"]);
+
+    let listed = tracer.wait_for("both ends listed", |ev| count(ev, ns.inode, port, "snapshot") == 2);
+    let server_end = listed.iter().find(|e| e["event"] == "snapshot" && e["lport"] == port).expect("server end");
+    let client_end = listed.iter().find(|e| e["event"] == "snapshot" && e["lport"] == client_port).expect("client end");
+    // Which end opened is unknown: the server's listener is closed by now
+    // (with one open, its end is `inbound`: the snapshot module's unit test).
+    for (end, pid, direction) in [(server_end, server.pid(), "unknown"), (client_end, client.pid(), "unknown")] {
+        assert_eq!(
+            (&end["pid"], &end["direction"], &end["state"]),
+            (&pid.into(), &direction.into(), &"ESTABLISHED".into()),
+            "{end}"
+        );
+        assert_eq!(end["comm"], "python3", "{end}");
+    }
+    assert_ne!(server_end["conn_id"], client_end["conn_id"]);
+
+    server.send_line();
+    assert!(server.wait().success() && client.wait().success());
+    let events = tracer.wait_for("both closes", |ev| count(ev, ns.inode, port, "close") == 2);
+    for end in [server_end, client_end] {
+        let close = events
+            .iter()
+            .find(|e| e["event"] == "close" && e["lport"] == end["lport"])
+            .unwrap_or_else(|| panic!("no close for {end}\n{}", support::dump(&events)));
+        assert_eq!((&close["conn_id"], &close["pid"]), (&end["conn_id"], &end["pid"]), "{close}");
+    }
+    let unlisted = quiet.wait_for("both closes", |ev| count(ev, ns.inode, port, "close") == 2);
+    assert_eq!(count(&unlisted, ns.inode, port, "snapshot"), 0, "{}", support::dump(&unlisted));
+    tracer.stop();
+    quiet.stop();
+}

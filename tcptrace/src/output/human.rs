@@ -6,7 +6,7 @@ use std::{
 
 use super::{EventWriter, LossReason, RunInfo};
 use crate::{
-    events::{ConnEvent, Detail, Direction},
+    events::{ConnEvent, Detail, Direction, EventKind},
     session::Summary,
 };
 
@@ -109,7 +109,8 @@ impl<W: Write> EventWriter for HumanWriter<W> {
         }
         let foreign_netns = event.netns.filter(|&netns| netns != self.own_netns);
         let (local, remote) = endpoints(event);
-        if matches!(event.detail, Detail::None) && foreign_netns.is_none() && !self.wide {
+        let no_detail = matches!(event.detail, Detail::None) && event.kind != EventKind::Snapshot;
+        if no_detail && foreign_netns.is_none() && !self.wide {
             write!(out, "{local:<23} {remote}")?;
         } else {
             write!(out, "{local:<23} {remote:<23}")?;
@@ -142,6 +143,10 @@ impl<W: Write> EventWriter for HumanWriter<W> {
 /// The kind's story in a few words.
 fn write_detail(out: &mut impl Write, event: &ConnEvent) -> io::Result<()> {
     match &event.detail {
+        Detail::None if event.kind == EventKind::Snapshot => match event.direction {
+            Direction::Unknown => write!(out, " {}, open at start", event.state.name()),
+            direction => write!(out, " {} {}, open at start", direction.name(), event.state.name()),
+        },
         Detail::None => Ok(()),
         Detail::Established { handshake } => {
             write!(out, " {}", event.direction.name())?;

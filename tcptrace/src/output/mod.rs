@@ -200,6 +200,8 @@ pub(crate) mod samples {
             event(8, EventKind::Close, None, "[::1]:22", "[::1]:51000", 7, Direction::Unknown, None, {
                 close(Side::Remote, CloseKind::RstReceived, 5000, 300)
             }),
+            // Open before tracing started (listed at start): its age is unknown.
+            event(9, EventKind::Snapshot, server, s, "127.0.0.1:45600", 1, inb, None, Detail::None),
         ]
     }
 }
