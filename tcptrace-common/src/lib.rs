@@ -357,22 +357,22 @@ mod tests {
     #[test]
     fn event_has_no_implicit_padding() {
         // Sum of field sizes equals the struct size: no hidden holes for garbage.
-        let fields = 8 * 6 + 16 * 2 + 4 * 10 + 2 * 2 + COMM_LEN + 9 + 3;
+        let fields = 8 * 7 + 16 * 2 + 4 * 10 + 2 * 2 + COMM_LEN + 9 + 3;
         assert_eq!(fields, EVENT_SIZE);
-        assert_eq!(offset_of!(Event, saddr), 48);
-        assert_eq!(offset_of!(Event, tgid), 80);
-        assert_eq!(offset_of!(Event, sport), 120);
-        assert_eq!(offset_of!(Event, comm), 124);
-        assert_eq!(offset_of!(Event, family), 140);
-        assert_eq!(offset_of!(Event, _pad), 149);
+        assert_eq!(offset_of!(Event, saddr), 56);
+        assert_eq!(offset_of!(Event, tgid), 88);
+        assert_eq!(offset_of!(Event, sport), 128);
+        assert_eq!(offset_of!(Event, comm), 132);
+        assert_eq!(offset_of!(Event, family), 148);
+        assert_eq!(offset_of!(Event, _pad), 157);
     }
 
     #[test]
     fn load_config_has_no_implicit_padding() {
-        assert_eq!(core::mem::size_of::<KernelOffsets>(), 21 * 4);
-        assert_eq!(offset_of!(LoadConfig, events), 21 * 4);
-        assert_eq!(offset_of!(LoadConfig, filters), 21 * 4 + 4);
-        assert_eq!(offset_of!(LoadConfig, _pad), 21 * 4 + 9);
+        assert_eq!(core::mem::size_of::<KernelOffsets>(), 22 * 4);
+        assert_eq!(offset_of!(LoadConfig, events), 22 * 4);
+        assert_eq!(offset_of!(LoadConfig, filters), 22 * 4 + 4);
+        assert_eq!(offset_of!(LoadConfig, _pad), 22 * 4 + 9);
     }
 }
 

@@ -61,7 +61,7 @@ impl Pipeline {
     /// user's filters admit), and what it knows for their later events.
     pub fn adopt(&mut self, snapshot: &Snapshot, filters: &Filters) {
         for mut event in snapshot.events(&self.decoder) {
-            self.predating.insert(event.conn_id, (event.owner.clone(), event.direction));
+            self.predating.insert(event.conn_id, (event.owner, event.direction));
             if self.printed.contains(EventKind::Snapshot) && filters.admits(&event) {
                 self.enrich(&mut event);
                 self.held.push(event);
@@ -82,7 +82,7 @@ impl Pipeline {
     fn recall(&mut self, event: &mut ConnEvent) {
         let ending = matches!(event.kind, EventKind::Close | EventKind::Failed);
         let known =
-            if ending { self.predating.remove(&event.conn_id) } else { self.predating.get(&event.conn_id).cloned() };
+            if ending { self.predating.remove(&event.conn_id) } else { self.predating.get(&event.conn_id).copied() };
         let Some((owner, direction)) = known else { return };
         if event.owner.is_none() {
             event.owner = owner;
