@@ -7,9 +7,9 @@ use std::{
 };
 
 use tcptrace::{
-    config::OutputFormat,
+    config::{OutputFormat, TimeFormat},
     events::Decoder,
-    output::{self, EventWriter},
+    output::{self, EventWriter, View},
 };
 use tcptrace_common::{EVENT_SIZE, Event, direction, family, flags, kind, side, tcp_state};
 
@@ -78,7 +78,8 @@ fn decode(bencher: divan::Bencher, event_kind: u8) {
 fn write(bencher: divan::Bencher, format: OutputFormat, event_kind: u8) {
     let decoder = Decoder::new(Duration::from_secs(1_700_000_000), Vec::new());
     let Ok(event) = decoder.decode(&record(event_kind)) else { return };
-    let mut writer: Box<dyn EventWriter> = output::writer(format, Discard, 0, false);
+    let mut writer: Box<dyn EventWriter> =
+        output::writer(format, Discard, View { own_netns: 0, wide: false, time: TimeFormat::TimeOfDay });
     bencher.bench_local(|| writer.event(black_box(&event)));
 }
 

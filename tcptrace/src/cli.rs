@@ -84,10 +84,27 @@ pub struct Cli {
     #[arg(long = "netns", value_name = "INODE|NAME|PATH", help_heading = FILTERS)]
     pub netns: Vec<String>,
 
-    /// Show everything in the columns: the owner's user, container or
-    /// cgroup, executable, and a short connection id.
+    /// Show everything, unshortened: full event, state and command names,
+    /// user names and IPv6 addresses, times to the microsecond, every fact
+    /// of a close, and the owner's container or cgroup, executable and a
+    /// short connection id. Without it, lines fit 120 characters with any
+    /// IPv4 address.
     #[arg(short = 'w', long)]
     pub wide: bool,
+
+    /// Time each event with the date and time, in UTC
+    /// (2026-12-01 10:22:18.123), instead of the time of day alone.
+    #[arg(short = 'T', long, conflicts_with = "time_since_start", help_heading = TIME)]
+    pub timestamp: bool,
+
+    /// Time each event in seconds since tracing started (12.345).
+    #[arg(short = 't', long, help_heading = TIME)]
+    pub time_since_start: bool,
+
+    /// Say nothing on stderr at start (hooks, privileges, ready) or at exit
+    /// (the summary). Losses, warnings and errors still go to stderr.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
 
     /// Size of the kernel's event buffer in MiB, a power of two. A bigger one
     /// rides out longer bursts without losses; it is mapped into tcptrace
@@ -121,6 +138,7 @@ pub struct Cli {
 }
 
 const FILTERS: &str = "Filters (in the kernel; AND across kinds, OR within one)";
+const TIME: &str = "Time column (human output; default: time of day in UTC, 10:22:18.123)";
 
 /// 1 to 1024 MiB, a power of two (the kernel's rule for ring buffers).
 fn parse_ring_mib(text: &str) -> Result<u32, String> {

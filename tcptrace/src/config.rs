@@ -13,8 +13,12 @@ pub struct Config {
     pub format: OutputFormat,
     pub events: EventSet,
     pub filters: Filters,
-    /// Human output shows identity and connection ids.
+    /// Human output shows everything, unshortened, with identity and connection ids.
     pub wide: bool,
+    /// How human output times events.
+    pub time: TimeFormat,
+    /// No start-up report or closing summary on stderr.
+    pub quiet: bool,
     /// The kernel's event buffer, bytes.
     pub ring_buffer_bytes: u32,
     pub count: Option<NonZeroU64>,
@@ -82,6 +86,18 @@ pub enum OutputFormat {
     Logfmt,
 }
 
+/// The human output's time column, to the millisecond (microsecond with
+/// --wide); JSON and logfmt always carry RFC 3339 UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeFormat {
+    /// `10:22:18.123`, UTC.
+    TimeOfDay,
+    /// `2026-12-01 10:22:18.123`, UTC (-T).
+    DateTime,
+    /// `12.345`, seconds since tracing started (-t).
+    SinceStart,
+}
+
 /// Which attach method the kernel-function hooks use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attach {
@@ -130,6 +146,8 @@ pub enum ConfigError {
     UnknownCgroup { path: String, reason: String },
     #[error("--netns {spec}: no such network namespace ({}: {reason})", path.display())]
     UnknownNetns { spec: String, path: std::path::PathBuf, reason: String },
+    #[error("{flag} sets the human output's time column: JSON and logfmt always carry `ts` in RFC 3339 UTC")]
+    TimeNeedsHuman { flag: &'static str },
 }
 
 impl TryFrom<Cli> for Config {
@@ -147,6 +165,15 @@ impl TryFrom<Cli> for Config {
             OutputArg::Json => OutputFormat::Json,
             OutputArg::Logfmt => OutputFormat::Logfmt,
         };
+        let time = match (cli.timestamp, cli.time_since_start) {
+            (true, _) => TimeFormat::DateTime,
+            (false, true) => TimeFormat::SinceStart,
+            (false, false) => TimeFormat::TimeOfDay,
+        };
+        if format != OutputFormat::Human && time != TimeFormat::TimeOfDay {
+            let flag = if cli.timestamp { "--timestamp" } else { "--time-since-start" };
+            return Err(ConfigError::TimeNeedsHuman { flag });
+        }
         let attach = match cli.attach {
             AttachArg::Auto => Attach::Auto,
             AttachArg::Fentry => Attach::Only(Method::Fentry),
@@ -179,6 +206,8 @@ impl TryFrom<Cli> for Config {
             events,
             filters,
             wide: cli.wide,
+            time,
+            quiet: cli.quiet,
             ring_buffer_bytes: cli.ring_buffer << 20,
             count,
             attach,
@@ -249,6 +278,17 @@ mod tests {
         assert!(
             parse(&["-e", "state", "--metrics", "9100"]).expect("valid").traced_events().contains(EventKind::State)
         );
+    }
+
+    #[test]
+    fn time_columns_are_for_people() {
+        assert_eq!(parse(&[]).expect("valid").time, TimeFormat::TimeOfDay);
+        assert_eq!(parse(&["-T"]).expect("valid").time, TimeFormat::DateTime);
+        assert_eq!(parse(&["--time-since-start"]).expect("valid").time, TimeFormat::SinceStart);
+        assert_eq!(parse(&["-o", "json", "-T"]), Err(ConfigError::TimeNeedsHuman { flag: "--timestamp" }));
+        assert_eq!(parse(&["-o", "logfmt", "-t"]), Err(ConfigError::TimeNeedsHuman { flag: "--time-since-start" }));
+        assert!(Cli::try_parse_from(["tcptrace", "-t", "-T"]).is_err(), "one time column at a time");
+        assert!(parse(&["-q", "-o", "json"]).expect("valid").quiet);
     }
 
     #[test]

@@ -33,7 +33,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // --quiet: no closing summary (losses were reported as they happened).
+    let quiet = config.quiet;
     match runtime.block_on(session::run(&config, stdout)) {
+        Ok(_) if quiet => ExitCode::SUCCESS,
         Ok(summary) => {
             let lost = summary.lost + summary.stalled;
             let stalled =

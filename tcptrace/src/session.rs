@@ -87,13 +87,20 @@ pub async fn run<W: Write + AsFd + Send + 'static>(config: &Config, out: W) -> R
         None => None,
     };
     let mut tracer = loader::load(config)?;
+    let attached = SystemTime::now();
     log::debug!("start-up: loaded at {:?}", started.elapsed());
+    // The start-up report, unless --quiet.
+    let report = |line: std::fmt::Arguments<'_>| {
+        if !config.quiet {
+            notice!("tcptrace: {line}");
+        }
+    };
     for hook in &tracer.hooks {
-        notice!("tcptrace: {hook}");
+        report(format_args!("{hook}"));
     }
     let metrics = endpoint.map(|endpoint| endpoint.serve_tracer(&tracer));
     forward_kernel_logs(&mut tracer);
-    notice!("tcptrace: {}", privileges::drop_after_attach(&tracer, config.user.as_ref())?);
+    report(format_args!("{}", privileges::drop_after_attach(&tracer, config.user.as_ref())?));
     let ring = take_map::<RingBuf<MapData>>(&mut tracer, "EVENTS")?;
     let counters = take_map::<PerCpuArray<MapData, u64>>(&mut tracer, "COUNTERS")?;
     // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd until
@@ -108,18 +115,19 @@ pub async fn run<W: Write + AsFd + Send + 'static>(config: &Config, out: W) -> R
     let decoder = Decoder::from_clocks(tracer.reset_reasons.clone());
     let mut pipeline = Pipeline::new(decoder, config.events, metrics.clone());
     let (out, backlog) = sink::spawn(out, sink::BACKLOG_BYTES).map_err(RunError::Output)?;
-    let mut writer = Gate::new(output::writer(config.format, out, own_netns(), config.wide), backlog);
+    let view = output::View { own_netns: own_netns(), wide: config.wide, time: config.time };
+    let mut writer = Gate::new(output::writer(config.format, out, view), backlog);
     let mut summary = Summary::default();
     let limit = config.count.map_or(u64::MAX, |n| n.get());
     let hooks = tracer.hooks.iter().map(|hook| (hook.purpose.to_owned(), hook.method.clone())).collect();
-    writer.start(&RunInfo::here(hooks)).and_then(|()| writer.flush()).map_err(RunError::Output)?;
+    writer.start(&RunInfo::here(attached, hooks)).and_then(|()| writer.flush()).map_err(RunError::Output)?;
     if let Some(snapshot) = tracer.snapshot.take() {
         pipeline.adopt(&snapshot, &config.filters);
         log::debug!("snapshot: {} connections open at start", snapshot.len());
         // Taken before attaching: older than anything the kernel will send.
         pipeline.write(writer.as_mut(), &mut summary, limit, true).map_err(RunError::Output)?;
     }
-    notice!("tcptrace: ready, tracing TCP connections (Ctrl-C to stop)");
+    report(format_args!("ready, tracing TCP connections (Ctrl-C to stop)"));
 
     while summary.events < limit {
         tokio::select! {

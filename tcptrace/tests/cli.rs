@@ -19,6 +19,50 @@ fn help_lists_every_flag() {
     }
 }
 
+/// The human view's flags say what they do: the time columns in UTC, quiet
+/// keeping the losses.
+#[test]
+fn help_explains_the_human_view() {
+    let out = tcptrace(&["--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for text in [
+        "-T, --timestamp",
+        "-t, --time-since-start",
+        "-q, --quiet",
+        "-w, --wide",
+        "in UTC",
+        "seconds since tracing started",
+        "Losses, warnings and errors still go to stderr",
+        "fit 120 characters",
+    ] {
+        assert!(help.contains(text), "--help lacks {text:?}:\n{help}");
+    }
+    let short = String::from_utf8_lossy(&tcptrace(&["-h"]).stdout).into_owned();
+    assert!(short.contains("-T, --timestamp") && short.contains("-q, --quiet"), "{short}");
+}
+
+/// One time column at a time, and only for people: JSON and logfmt always
+/// carry RFC 3339 UTC.
+#[test]
+fn time_columns_are_for_the_human_view() {
+    let out = tcptrace(&["-t", "-T"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("cannot be used with"), "{}", stderr(&out));
+    for (args, flag) in [
+        (&["-o", "json", "-T"][..], "--timestamp"),
+        (&["-o", "logfmt", "--time-since-start"][..], "--time-since-start"),
+    ] {
+        let out = tcptrace(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(
+            stderr(&out),
+            format!(
+                "tcptrace: {flag} sets the human output's time column: JSON and logfmt always carry `ts` in RFC 3339 UTC\n"
+            )
+        );
+    }
+}
+
 #[test]
 fn version() {
     let out = tcptrace(&["--version"]);

@@ -230,6 +230,64 @@ fn a_port_80_server_is_named_http() {
     human.stop();
 }
 
+/// `-q -T`, as a person would run it: stderr stays empty (no start-up
+/// report, no summary), and every line is dated, fits 120 columns, lines up
+/// under the header and names its owner's user: the server runs as nobody.
+#[test]
+fn quiet_dated_human_lines_fit_and_name_the_user() {
+    require_root();
+    let ns = Netns::new();
+    let port = port();
+    let tracer = Tracer::start_quiet_human(&["-T", "-e", "all", "--netns", &ns.name]);
+    let as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
+    let mut server = ns.peer_via(&as_nobody, None, &["server", "127.0.0.1", &port.to_string(), "1"]);
+    assert_eq!(server.line(), "listening");
+    let (client_pid, client_port) = ns.client("127.0.0.1", port);
+    assert!(server.wait().success());
+    // The namespace is the test's own: every event line is of this connection.
+    let lines = tracer.wait_for_lines("both ends to close", |lines| {
+        lines.iter().filter(|line| line.split_whitespace().nth(2) == Some("close")).count() == 2
+    });
+    let (status, stderr) = tracer.stop();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(stderr, "", "-q: nothing on stderr when nothing went wrong");
+    let header = &lines[0];
+    assert!(header.starts_with("DATE TIME(UTC) "), "{header}");
+    // Where each column starts; PID is right-aligned, so it is read with EVENT.
+    let starts: Vec<usize> = ["EVENT", "USER", "COMM", "LOCAL", "REMOTE", "DETAIL"]
+        .iter()
+        .map(|name| header.find(&format!(" {name}")).expect("column") + 1)
+        .collect();
+    let field = |line: &str, column: usize| -> String {
+        let end = starts.get(column + 1).copied().unwrap_or(line.len()).min(line.len());
+        line.get(starts[column]..end).unwrap_or_default().trim().to_owned()
+    };
+    // (event, pid, user, local)
+    let mut rows = Vec::new();
+    for line in &lines[1..] {
+        assert!(line.chars().count() <= 120, "{} columns:\n{line}", line.chars().count());
+        let date = &line[..starts[0] - 1];
+        let parsed = humantime::parse_rfc3339(&format!("{}Z", date.trim().replace(' ', "T")));
+        assert!(parsed.is_ok(), "not a date and time: {date:?} in\n{line}");
+        for &at in &starts[1..5] {
+            assert_eq!(&line[at - 1..at], " ", "a column does not start at {at}:\n{header}\n{line}");
+        }
+        let event_pid = field(line, 0);
+        let (event, pid) = event_pid.split_once(' ').unwrap_or((&event_pid, ""));
+        rows.push((event.to_owned(), pid.trim().to_owned(), field(line, 1), field(line, 3)));
+    }
+    let all = lines.join("\n");
+    let connect = rows.iter().find(|row| row.0 == "connect").unwrap_or_else(|| panic!("no connect:\n{all}"));
+    assert_eq!(
+        (&connect.1, &connect.2, &connect.3),
+        (&client_pid.to_string(), &"root".to_owned(), &format!("127.0.0.1:{client_port}")),
+        "{all}"
+    );
+    let accept = rows.iter().find(|row| row.0 == "accept").unwrap_or_else(|| panic!("no accept:\n{all}"));
+    assert_eq!((&accept.1, &accept.2), (&server.pid().to_string(), &"nobody".to_owned()), "{all}");
+    assert!(rows.iter().any(|row| row.0 == "close" && row.2 == "nobody"), "{all}");
+}
+
 // Byte counts. Every connection below is scripted on both ends (peer.py
 // talk), so the test knows how many data bytes each end sent and received,
 // and each way of ending puts the FINs and RSTs in a different order: the

@@ -45,7 +45,7 @@ mod tests {
 
     #[test]
     fn story_snapshot() {
-        insta::assert_snapshot!(render(&samples::story()));
+        insta::assert_snapshot!(render(&samples::all()));
     }
 
     fn schema() -> jsonschema::Validator {
@@ -59,7 +59,7 @@ mod tests {
     #[test]
     fn every_record_matches_the_schema() {
         let schema = schema();
-        let text = render(&samples::story());
+        let text = render(&samples::all());
         let kinds: Vec<EventKind> = samples::story().iter().map(|e| e.kind).collect();
         assert!(EventKind::ALL.iter().all(|k| kinds.contains(k)), "the story shows every kind");
         let mut seen = Vec::new();
@@ -78,7 +78,7 @@ mod tests {
     #[test]
     fn broken_records_fail_the_schema() {
         let schema = schema();
-        let line = render(&samples::story()).lines().nth(1).expect("an event").to_owned();
+        let line = render(&samples::all()).lines().nth(1).expect("an event").to_owned();
         let good: Value = serde_json::from_str(&line).expect("JSON");
         assert!(schema.is_valid(&good), "{line}");
         let breakages: [fn(&mut serde_json::Map<String, Value>); 4] = [

@@ -85,7 +85,7 @@ mod tests {
         let mut buf = Vec::new();
         let mut writer = LogfmtWriter::new(&mut buf);
         writer.start(&samples::run()).expect("start");
-        for event in &samples::story() {
+        for event in &samples::all() {
             writer.event(event).expect("event");
         }
         writer.lost(SystemTime::UNIX_EPOCH, LossReason::OutputStalled, 3, 5).expect("lost");

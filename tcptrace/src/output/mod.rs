@@ -2,7 +2,11 @@
 use std::{io, time::SystemTime};
 
 pub use crate::model::LossReason;
-use crate::{config::OutputFormat, events::ConnEvent, session::Summary};
+use crate::{
+    config::{OutputFormat, TimeFormat},
+    events::ConnEvent,
+    session::Summary,
+};
 
 mod human;
 mod json;
@@ -10,7 +14,7 @@ mod logfmt;
 pub mod records;
 pub mod sink;
 
-pub use human::HumanWriter;
+pub use human::{HumanWriter, LINE_WIDTH};
 pub use json::JsonWriter;
 pub use logfmt::LogfmtWriter;
 
@@ -30,6 +34,7 @@ pub trait EventWriter {
 /// What a run is, for the `start` record.
 #[derive(Debug, Clone)]
 pub struct RunInfo {
+    /// When tracing began: once the hooks were attached (`-t` counts from it).
     pub started: SystemTime,
     pub host: String,
     /// /proc/sys/kernel/random/boot_id: tells reboots of one host apart.
@@ -42,11 +47,11 @@ pub struct RunInfo {
 }
 
 impl RunInfo {
-    /// This host, now.
-    pub fn here(hooks: Vec<(String, Option<String>)>) -> Self {
+    /// This host; tracing began at `started` (once attached).
+    pub fn here(started: SystemTime, hooks: Vec<(String, Option<String>)>) -> Self {
         let read = |path: &str| std::fs::read_to_string(path).map(|s| s.trim().to_owned()).unwrap_or_default();
         Self {
-            started: SystemTime::now(),
+            started,
             host: read("/proc/sys/kernel/hostname"),
             boot_id: read("/proc/sys/kernel/random/boot_id"),
             version: env!("CARGO_PKG_VERSION"),
@@ -56,16 +61,20 @@ impl RunInfo {
     }
 }
 
-/// `own_netns`: tcptrace's own network namespace, which human output leaves
-/// unsaid; `wide`: human output adds identity and connection ids.
-pub fn writer<'w, W: io::Write + 'w>(
-    format: OutputFormat,
-    out: W,
-    own_netns: u32,
-    wide: bool,
-) -> Box<dyn EventWriter + 'w> {
+/// How the human columns look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct View {
+    /// tcptrace's own network namespace, which human output leaves unsaid.
+    pub own_netns: u32,
+    /// Everything, unshortened, with the owner's identity and connection ids.
+    pub wide: bool,
+    pub time: TimeFormat,
+}
+
+/// A writer of `format`; `view` matters to human output only.
+pub fn writer<'w, W: io::Write + 'w>(format: OutputFormat, out: W, view: View) -> Box<dyn EventWriter + 'w> {
     match format {
-        OutputFormat::Human => Box::new(HumanWriter::new(out, own_netns, wide)),
+        OutputFormat::Human => Box::new(HumanWriter::new(out, view)),
         OutputFormat::Json => Box::new(JsonWriter::new(out)),
         OutputFormat::Logfmt => Box::new(LogfmtWriter::new(out)),
     }
@@ -75,6 +84,8 @@ pub fn writer<'w, W: io::Write + 'w>(
 pub(crate) mod samples {
     use std::time::{Duration, SystemTime};
 
+    use tcptrace_common::tcp_state;
+
     use super::RunInfo;
     use crate::{
         events::{Comm, ConnEvent, Detail, Direction, EventKind, Owner, TcpState},
@@ -82,10 +93,21 @@ pub(crate) mod samples {
         lifecycle::{CloseFacts, CloseKind, Errno, FailReason, Side},
     };
 
+    /// The namespace tcptrace runs in; the samples' other one is 4026532999.
+    pub const OWN_NETNS: u32 = 4026531840;
+    /// When the sample story's tracing started: 2.5 s before its first event.
+    pub fn started() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::new(1_763_999_997, 623_456_789)
+    }
+
     /// A run as the `start` record tells it.
     pub fn run() -> RunInfo {
+        run_at(SystemTime::UNIX_EPOCH)
+    }
+
+    pub fn run_at(started: SystemTime) -> RunInfo {
         RunInfo {
-            started: SystemTime::UNIX_EPOCH,
+            started,
             host: "web-1".into(),
             boot_id: "0f6b3c2e-1d2a-4b5c-8d9e-0a1b2c3d4e5f".into(),
             version: "0.1.0",
@@ -202,6 +224,93 @@ pub(crate) mod samples {
             }),
             // Open before tracing started (listed at start): its age is unknown.
             event(9, EventKind::Snapshot, server, s, "127.0.0.1:45600", 1, inb, None, Detail::None),
+        ]
+    }
+
+    const POD: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    /// The story, then the hard cases: what every snapshot prints.
+    pub fn all() -> Vec<ConnEvent> {
+        story().into_iter().chain(hard_cases()).collect()
+    }
+
+    /// Every kind at its widest with IPv4 (the longest addresses, pid, user
+    /// and command name, and details), then long IPv6 addresses in another
+    /// namespace, and an owner whose uid has no name, in that namespace too.
+    pub fn hard_cases() -> Vec<ConnEvent> {
+        let base = SystemTime::UNIX_EPOCH + Duration::new(1_764_000_001, 0);
+        let owner = Some(Owner { cgroup_id: 11, pid: 4_194_304, uid: 70_000, comm: Comm::new("kube-controller") });
+        let identity = Identity {
+            user: Some("postgresql-admin".into()),
+            cgroup: Some(format!("/kubepods.slice/kubepods-burstable.slice/cri-containerd-{POD}.scope").into()),
+            container_id: Some(POD.into()),
+            exe: Some("/usr/local/bin/kube-controller-manager".into()),
+        };
+        let event = |ms: u64, kind, state, local: &str, remote: &str, detail| ConnEvent {
+            time: base + Duration::from_millis(ms),
+            kind,
+            owner,
+            local: local.parse().expect("addr"),
+            remote: remote.parse().expect("addr"),
+            netns: Some(OWN_NETNS),
+            conn_id: 0xfedc_ba98_7654_3210,
+            state: TcpState(state),
+            direction: Direction::Outbound,
+            age: Some(Duration::from_millis(4_250)),
+            detail,
+            identity: identity.clone(),
+            service: None,
+        };
+        let (l, r) = ("255.255.255.255:65535", "255.255.255.254:65535");
+        let worst_close = Detail::Close(CloseFacts {
+            closed_by: Some(Side::Remote),
+            kind: CloseKind::RstReceived,
+            error: Errno::new(libc::ECONNRESET as u32),
+            bytes_sent: 123_456_789_012,
+            bytes_received: 987_654_321,
+            segs_out: 4_000_000,
+            segs_in: 3_000_000,
+            retransmits: 12_345,
+            srtt: Duration::from_micros(123_456),
+        });
+        let unreachable =
+            Detail::Failed { reason: FailReason::Unreachable, error: Errno::new(libc::EHOSTUNREACH as u32) };
+        let linger = Detail::Reset { sent: true, reason: Some("TCP_ABORT_ON_LINGER".into()) };
+        let (l6, r6) = ("[2001:db8:85a3::8a2e:370:7334]:443", "[2001:db8:ffff:ffff:ffff:ffff:ffff:fffe]:65535");
+        let mut ipv6 = event(9, EventKind::Established, tcp_state::ESTABLISHED, l6, r6, {
+            Detail::Established { handshake: Some(Duration::from_micros(1_234_567)) }
+        });
+        ipv6.netns = Some(4026532999);
+        ipv6.direction = Direction::Inbound;
+        ipv6.service = Some((443, "https".into()));
+        let mut nameless =
+            event(10, EventKind::Connect, tcp_state::SYN_SENT, "10.0.0.1:40000", "10.0.0.2:5432", Detail::None);
+        nameless.identity = Identity::default();
+        nameless.netns = Some(4026532999);
+        vec![
+            event(0, EventKind::Connect, tcp_state::SYN_SENT, l, r, Detail::None),
+            event(1, EventKind::Accept, tcp_state::ESTABLISHED, l, r, Detail::None),
+            event(2, EventKind::Established, tcp_state::ESTABLISHED, l, r, {
+                Detail::Established { handshake: Some(Duration::from_micros(999_999)) }
+            }),
+            event(
+                3,
+                EventKind::State,
+                tcp_state::CLOSE_WAIT,
+                l,
+                r,
+                Detail::State { old: TcpState(tcp_state::ESTABLISHED) },
+            ),
+            event(4, EventKind::Retransmit, tcp_state::FIN_WAIT1, l, r, Detail::Retransmit),
+            event(5, EventKind::Reset, tcp_state::FIN_WAIT1, l, r, linger),
+            event(6, EventKind::Close, tcp_state::CLOSE, l, r, worst_close),
+            event(7, EventKind::Failed, tcp_state::CLOSE, l, r, unreachable),
+            event(8, EventKind::State, tcp_state::ESTABLISHED, l, r, {
+                // NEW_SYN_RECV, the longest name.
+                Detail::State { old: TcpState(12) }
+            }),
+            ipv6,
+            nameless,
         ]
     }
 }

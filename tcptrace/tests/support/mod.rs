@@ -333,6 +333,55 @@ impl Tracer {
         (tracer, stdout)
     }
 
+    /// Starts `tcptrace -o human -q ARGS`. Quiet, it never says it is ready:
+    /// it is once the column header is out, written after attaching.
+    pub fn start_quiet_human(args: &[&str]) -> Self {
+        let attach = std::env::var("TCPTRACE_TEST_ATTACH").unwrap_or_else(|_| "auto".to_owned());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tcptrace"))
+            .args(["-o", "human", "-q", "--attach", &attach])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tcptrace");
+        let stdout = child.stdout.take().expect("stdout");
+        let pipe = child.stderr.take().expect("stderr");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let log = Arc::clone(&stderr);
+        thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut log = log.lock().expect("lock");
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let mut tracer = Self { child, lines: Arc::new(Mutex::new(Vec::new())), stderr };
+        tracer.read_stdout(stdout);
+        let deadline = Instant::now() + PATIENCE;
+        while tracer.stdout_lines().is_empty() {
+            if Instant::now() > deadline || tracer.child.try_wait().ok().flatten().is_some() {
+                panic!("tcptrace printed no header; stderr:\n{}", tracer.stderr());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        tracer
+    }
+
+    /// Waits until `done` holds for the stdout lines so far; returns them.
+    pub fn wait_for_lines(&self, what: &str, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let lines = self.stdout_lines();
+            if done(&lines) {
+                return lines;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; stdout:\n{}\nstderr:\n{}", lines.join("\n"), self.stderr());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
