@@ -12,9 +12,10 @@ mod ebpf_toolchain;
 pub use ebpf_toolchain::Pins;
 
 /// Debian packages for the kernel tests: iproute2 (ip netns), nftables (lossy
-/// paths), python3 (the peers) and prometheus (a real server scraping
-/// --metrics). LLVM for bpf-linker comes from the pins.
-const TEST_PACKAGES: &[&str] = &["iproute2", "nftables", "python3", "prometheus"];
+/// paths), python3 (the peers), prometheus (a real server scraping
+/// --metrics) and syslog-ng-core (a real collector running
+/// deploy/syslog-ng/tcptrace.conf). LLVM for bpf-linker comes from the pins.
+const TEST_PACKAGES: &[&str] = &["iproute2", "nftables", "python3", "prometheus", "syslog-ng-core"];
 
 pub fn pins() -> Result<Pins> {
     Pins::read(&workspace_root().join("Cargo.toml")).map_err(|e| anyhow!(e))
