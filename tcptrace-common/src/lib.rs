@@ -441,6 +441,13 @@ pub mod tracepoint {
         pub const DADDR: usize = 60;
     }
 
+    /// The sock_msg_length class: sock:sock_send_length and
+    /// sock:sock_recv_length (Linux 6.3+), in the sending or receiving task.
+    pub mod sock_length {
+        pub const SK: usize = 8;
+        pub const PROTOCOL: usize = 18;
+    }
+
     /// The tcp_event_sk class: tcp:tcp_receive_reset, tcp:tcp_destroy_sock.
     pub mod sk {
         use super::TupleLayout;

@@ -93,6 +93,15 @@ const HOOKS: &[Hook] = &[
         net: None,
     },
     Hook {
+        purpose: "owner after a handover",
+        required: false,
+        rungs: &[Rung::Tracepoints {
+            program: "tcptrace_holder",
+            points: &[("sock", "sock_send_length"), ("sock", "sock_recv_length")],
+        }],
+        net: None,
+    },
+    Hook {
         purpose: "close owner",
         required: false,
         rungs: &[
@@ -239,7 +248,11 @@ pub fn attach_all(
                 Err(error) => report.refused.push(format!("{}: {}", rung.describe(), brief(&error))),
             }
         }
-        let forced = matches!(attach, Attach::Only(method) if hook.rungs.iter().any(|r| r.method() == method));
+        // A method asked for must serve every hook that offers it; tracepoints
+        // are the floor, not a choice, so an optional one the kernel lacks
+        // (sock:sock_send_length before 6.3) stays optional.
+        let forced = matches!(attach, Attach::Only(method)
+            if method != Method::Tracepoint && hook.rungs.iter().any(|r| r.method() == method));
         if report.method.is_none() && (hook.required || forced) {
             return Err(LoadError::Attach { purpose: hook.purpose, tried: report.refused.join("; ") });
         }

@@ -6,7 +6,7 @@ use std::{
     sync::Arc,
 };
 
-use tcptrace_common::tracepoint::{TupleLayout, send_reset, set_state, sk, sk_skb, synack, sys_exit};
+use tcptrace_common::tracepoint::{TupleLayout, send_reset, set_state, sk, sk_skb, sock_length, synack, sys_exit};
 
 use crate::error::LoadError;
 
@@ -146,6 +146,12 @@ pub fn check_layouts(root: &Path) -> Result<SendResetLayout, LoadError> {
     )?;
     expect("tcp", "tcp_receive_reset", &with_tuple(&[("skaddr", sk::SKADDR)], &sk::TUPLE))?;
     expect("tcp", "tcp_destroy_sock", &[("skaddr", sk::SKADDR)])?;
+    // Linux 6.3+; without them that hook is simply not attached.
+    for event in ["sock_send_length", "sock_recv_length"] {
+        if root.join("events/sock").join(event).exists() {
+            expect("sock", event, &[("sk", sock_length::SK), ("protocol", sock_length::PROTOCOL)])?;
+        }
+    }
     for exit in ["sys_exit_connect", "sys_exit_accept4", "sys_exit_accept"] {
         expect("syscalls", exit, &[("ret", sys_exit::RET)])?;
     }

@@ -99,15 +99,19 @@ fn events_name_user_container_and_exe_and_cgroup_filters_them() {
 }
 
 /// A pre-fork server (sshd, apache): the listener accepts and forks a worker
-/// that answers and closes. The close names the worker, not the listener, and
-/// a --comm filter on the worker's name (like -p, owner-based) finds it.
+/// that answers, waits for the client's FIN and closes. The events after the
+/// worker's first receive (the client's FIN moving it to CLOSE_WAIT, in the
+/// client's softirq) name the worker where the kernel has the hook for it
+/// (sock:sock_recv_length, 6.3+), the listener where not; the close names
+/// the worker either way (close() moves it to LAST_ACK), and a --comm filter
+/// on the worker's name (owner-based, like -p) finds it.
 #[test]
 fn the_owner_follows_the_socket_to_a_forked_worker() {
     require_root();
     let ns = Netns::new();
     let port = port();
     let worker_comm = "tcptrace-wrk";
-    let tracer = Tracer::start(&["-P", &port.to_string()]);
+    let tracer = Tracer::start(&["-P", &port.to_string(), "--states"]);
     let workers_only = Tracer::start(&["-c", worker_comm]);
     let mut server = ns.peer(&["forking", "127.0.0.1", &port.to_string(), worker_comm]);
     assert_eq!(server.line(), "listening");
@@ -116,9 +120,17 @@ fn the_owner_follows_the_socket_to_a_forked_worker() {
     assert!(server.wait().success(), "forking server failed");
 
     let events = tracer.wait_for("both closes", |ev| count(ev, ns.inode, port, "close") == 2);
-    let accepted = events.iter().find(|e| e["event"] == "accept" && e["lport"] == port).expect("accept");
+    let server_end = |kind: &str| events.iter().find(|e| e["event"] == kind && e["lport"] == port);
+    let accepted = server_end("accept").expect("accept");
     assert_eq!(accepted["pid"], server.pid(), "the listener accepted: {accepted}");
-    let closed = events.iter().find(|e| e["event"] == "close" && e["lport"] == port).expect("server close");
+    let follows = tracer.stderr().contains("owner after a handover: tracepoint");
+    let holder = if follows { worker } else { u64::from(server.pid()) };
+    let peer_fin = events
+        .iter()
+        .find(|e| e["event"] == "state" && e["lport"] == port && e["new_state"] == "CLOSE_WAIT")
+        .expect("the client's FIN");
+    assert_eq!(peer_fin["pid"], holder, "hook attached: {follows}; {peer_fin}");
+    let closed = server_end("close").expect("server close");
     assert_eq!((&closed["pid"], &closed["comm"]), (&worker.into(), &worker_comm.into()), "{closed}");
 
     let theirs = workers_only.wait_for("the worker's close", |ev| count(ev, ns.inode, port, "close") == 1);

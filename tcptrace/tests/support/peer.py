@@ -13,8 +13,9 @@ test knows what happened without guessing.
   peer.py forking HOST PORT COMM   a pre-fork server (sshd, apache): accept one
                                    connection, fork a worker named COMM that
                                    prints "worker PID", answers REQUEST with
-                                   RESPONSE and closes first; the listener
-                                   closes its copy at once and waits
+                                   RESPONSE, waits for the client's FIN and
+                                   closes; the listener closes its copy at
+                                   once and waits
   peer.py attempt HOST PORT        a blocking connect; prints "connected" or the
                                    errno name it failed with
   peer.py churn HOST PORT COUNT    COUNT connections, one after the other, to a
@@ -210,6 +211,8 @@ def forking(host, port, worker_comm):
         print(f"worker {os.getpid()}", flush=True)
         read_exactly(conn, REQUEST)
         conn.sendall(b"r" * RESPONSE)
+        while conn.recv(4096):
+            pass
         conn.close()
         os._exit(0)
     conn.close()
