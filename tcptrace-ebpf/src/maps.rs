@@ -55,17 +55,25 @@ pub(crate) use config;
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
 
+/// BPF_F_NO_PREALLOC: an entry's memory is taken when it is inserted and
+/// given back when it is deleted, so a map costs what it holds (the bucket
+/// array aside), not its ceiling. LPM tries require it.
+const NO_PREALLOC: u32 = 1;
+
 /// Every TCP socket seen in a transition, keyed by `struct sock` address; the
 /// value is the event template (tuple, owner, start, how it is ending). Kept
 /// past CLOSE until the socket is destroyed, so a RST the kernel sends just
-/// after CLOSE still finds its owner.
+/// after CLOSE still finds its owner. Its ceiling is `--max-sockets`, set at
+/// load; not preallocated, so a million sockets cost ~250 MB only on a host
+/// that holds a million.
 #[map]
-pub static CONNS: HashMap<u64, Event> = HashMap::with_max_entries(65536, 0);
+pub static CONNS: HashMap<u64, Event> = HashMap::with_max_entries(1 << 20, NO_PREALLOC);
 
 /// Active opens whose `connect` event is not out yet. Whoever deletes the entry
 /// emits it, so it goes out exactly once from whichever hook sees it first.
+/// Sized like CONNS at load: a proxy restart reconnects everything at once.
 #[map]
-pub static PENDING_CONNECT: HashMap<u64, u8> = HashMap::with_max_entries(16384, 0);
+pub static PENDING_CONNECT: HashMap<u64, u8> = HashMap::with_max_entries(1 << 20, NO_PREALLOC);
 
 /// The socket each thread is connecting, from SYN_SENT until connect() returns.
 #[map]
@@ -77,13 +85,9 @@ pub static CONNECTING: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096,
 #[map]
 pub static LISTENERS: HashMap<ListenerKey, Owner> = HashMap::with_max_entries(8192, 0);
 
-/// BPF_F_NO_PREALLOC: filter maps are empty unless the user filters, so they
-/// take memory (and start-up time) only for the values given. LPM tries
-/// require it.
-const NO_PREALLOC: u32 = 1;
-
 // The user's filters, read when `CONFIG.filters` says they are in force
-// (tcptrace_common::filter); userspace fills them before attaching.
+// (tcptrace_common::filter); userspace fills them before attaching. Empty
+// unless the user filters, so not preallocated.
 #[map]
 pub static FILTER_PIDS: HashMap<PidKey, u8> = HashMap::with_max_entries(1024, NO_PREALLOC);
 #[map]

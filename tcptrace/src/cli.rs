@@ -112,6 +112,13 @@ pub struct Cli {
     #[arg(long, value_name = "MIB", default_value_t = 16, value_parser = parse_ring_mib)]
     pub ring_buffer: u32,
 
+    /// Most TCP sockets tracked at once (both ends of a loopback connection
+    /// are two). The kernel takes ~250 bytes per socket as it is seen and
+    /// gives it back when the socket is freed; past this many, new
+    /// connections go untracked and the count is reported.
+    #[arg(long, value_name = "N", default_value_t = 1 << 20, value_parser = parse_max_sockets)]
+    pub max_sockets: u32,
+
     /// Exit after printing N events.
     #[arg(short = 'n', long = "count", value_name = "N")]
     pub count: Option<u64>,
@@ -145,6 +152,13 @@ fn parse_ring_mib(text: &str) -> Result<u32, String> {
     match text.parse::<u32>() {
         Ok(mib) if (1..=1024).contains(&mib) && mib.is_power_of_two() => Ok(mib),
         _ => Err("a power of two from 1 to 1024".to_owned()),
+    }
+}
+
+fn parse_max_sockets(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(count) if (1024..=1 << 26).contains(&count) => Ok(count),
+        _ => Err("a number of sockets from 1024 to 67108864".to_owned()),
     }
 }
 

@@ -21,6 +21,8 @@ pub struct Config {
     pub quiet: bool,
     /// The kernel's event buffer, bytes.
     pub ring_buffer_bytes: u32,
+    /// Ceiling of the kernel's per-socket map (`--max-sockets`).
+    pub max_sockets: u32,
     pub count: Option<NonZeroU64>,
     pub attach: Attach,
     /// Whom to become after attaching (--user).
@@ -209,6 +211,7 @@ impl TryFrom<Cli> for Config {
             time,
             quiet: cli.quiet,
             ring_buffer_bytes: cli.ring_buffer << 20,
+            max_sockets: cli.max_sockets,
             count,
             attach,
             user,

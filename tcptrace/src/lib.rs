@@ -22,6 +22,7 @@ pub mod pipeline;
 pub mod privileges;
 pub mod probe;
 pub mod procfs;
+pub mod programs;
 pub mod services;
 pub mod session;
 pub mod snapshot;

@@ -67,6 +67,8 @@ pub fn load(config: &Config) -> Result<Tracer, LoadError> {
     let mut ebpf = loader
         .override_global("CONFIG", &load_config, true)
         .map_max_entries("EVENTS", config.ring_buffer_bytes)
+        .map_max_entries("CONNS", config.max_sockets)
+        .map_max_entries("PENDING_CONNECT", config.max_sockets)
         .load(OBJECT)?;
     drop(loader);
     fill_filters(&mut ebpf, &config.filters)?;

@@ -41,8 +41,13 @@ fn main() -> ExitCode {
             let lost = summary.lost + summary.stalled;
             let stalled =
                 if summary.stalled > 0 { format!(" ({} output stalled)", summary.stalled) } else { String::new() };
+            let missed = if summary.missed > 0 {
+                format!(", {} kernel program runs skipped (events missing)", summary.missed)
+            } else {
+                String::new()
+            };
             notice!(
-                "tcptrace: {} events, {lost} lost{stalled}, {} malformed, {} filtered out",
+                "tcptrace: {} events, {lost} lost{stalled}{missed}, {} malformed, {} filtered out",
                 summary.events,
                 summary.malformed,
                 summary.filtered

@@ -4,15 +4,8 @@
 //! time of each program. An HTTP/1 endpoint on the session's own runtime
 //! serves them at /metrics in Prometheus's text format (0.0.4), each request
 //! in a task of its own, so a slow or stuck scraper never holds up the drain.
-use std::{
-    convert::Infallible,
-    net::SocketAddr,
-    os::fd::{AsFd, AsRawFd},
-    sync::Arc,
-    time::Duration,
-};
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
-use aya::programs::ProgramFd;
 use http_body_util::Full;
 use hyper::{
     Method, Request, Response, StatusCode,
@@ -41,6 +34,7 @@ use crate::{
     error::RunError,
     events::{ConnEvent, Detail, Direction, EventKind},
     loader::Tracer,
+    programs::{Programs, RunStats},
     session::Summary,
 };
 
@@ -93,6 +87,7 @@ pub struct Metrics {
     lifetime: Histogram,
     lost: Counter,
     untracked: Counter,
+    missed: Counter,
     filtered: Counter,
     map_update_failures: Counter,
     malformed: Counter,
@@ -100,9 +95,9 @@ pub struct Metrics {
 
 impl Metrics {
     /// The metrics of a run whose hooks attached as `hooks` say; `programs`
-    /// (name, fd) are the attached kernel programs, whose run time is exported
-    /// while the kernel counts it.
-    pub fn new(hooks: &[HookReport], programs: Vec<(String, ProgramFd)>) -> Self {
+    /// are the attached kernel programs, whose run time is exported while the
+    /// kernel counts it.
+    pub fn new(hooks: &[HookReport], programs: Programs) -> Self {
         let handshake: HistogramFamily<_> =
             Family::new_with_constructor(|| Histogram::new(HANDSHAKE_BUCKETS.iter().copied()));
         let metrics = Self {
@@ -116,6 +111,7 @@ impl Metrics {
             lifetime: Histogram::new(LIFETIME_BUCKETS.iter().copied()),
             lost: Counter::default(),
             untracked: Counter::default(),
+            missed: Counter::default(),
             filtered: Counter::default(),
             map_update_failures: Counter::default(),
             malformed: Counter::default(),
@@ -135,7 +131,7 @@ impl Metrics {
         metrics.register(hooks, programs)
     }
 
-    fn register(mut self, hooks: &[HookReport], programs: Vec<(String, ProgramFd)>) -> Self {
+    fn register(mut self, hooks: &[HookReport], programs: Programs) -> Self {
         let registry = &mut self.registry;
         registry.register("events", "Events seen, by kind (state only when printed)", self.events.clone());
         registry.register(
@@ -165,6 +161,11 @@ impl Metrics {
             "untracked_connections",
             "Connections the kernel could not track (connection map full)",
             self.untracked.clone(),
+        );
+        registry.register(
+            "missed_hook_runs",
+            "Kernel program runs skipped because another eBPF program ran on that CPU: their events are missing",
+            self.missed.clone(),
         );
         registry.register("filtered_events", "Events the filters kept out, in the kernel", self.filtered.clone());
         registry.register(
@@ -222,6 +223,7 @@ impl Metrics {
         for (counter, total) in [
             (&self.lost, summary.lost),
             (&self.untracked, summary.untracked),
+            (&self.missed, summary.missed),
             (&self.filtered, summary.filtered),
             (&self.map_update_failures, summary.map_update_failures),
             (&self.malformed, summary.malformed),
@@ -250,54 +252,13 @@ fn method_name(word: &str) -> &'static str {
     }
 }
 
-/// The kernel's run-time statistics of our programs, read at each scrape from
-/// /proc/self/fdinfo of their fds. The kernel counts only while BPF stats are
-/// on (sysctl kernel.bpf_stats_enabled, or a BPF_ENABLE_STATS holder): the
+/// The kernel's run-time statistics of our programs (programs.rs), read at
+/// each scrape. The kernel counts time and runs only while BPF stats are on
+/// (sysctl kernel.bpf_stats_enabled, or a BPF_ENABLE_STATS holder): those
 /// series appear only then, or once it has counted anything.
 #[derive(Debug)]
 struct BpfStats {
-    /// Program name and our own copy of its fd.
-    programs: Vec<(String, ProgramFd)>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct RunStats {
-    run_time_ns: u64,
-    run_cnt: u64,
-}
-
-impl RunStats {
-    /// The `run_time_ns` and `run_cnt` lines of a program fd's fdinfo.
-    fn parse(fdinfo: &str) -> Option<Self> {
-        let field =
-            |key: &str| fdinfo.lines().find_map(|line| line.strip_prefix(key)?.strip_prefix(':')?.trim().parse().ok());
-        Some(Self { run_time_ns: field("run_time_ns")?, run_cnt: field("run_cnt")? })
-    }
-}
-
-impl BpfStats {
-    /// The tracer's attached programs, each with a copy of its fd (the copy
-    /// is ours: reading it never races with the tracer dropping its own).
-    /// Rungs that loaded but failed to attach never run: left out.
-    fn of(tracer: &Tracer) -> Vec<(String, ProgramFd)> {
-        let attached: Vec<&str> = tracer.hooks.iter().flat_map(|hook| hook.programs.iter().copied()).collect();
-        tracer
-            .ebpf
-            .programs()
-            .filter(|(name, _)| attached.contains(name))
-            .filter_map(|(name, program)| Some((name.to_owned(), program.fd().ok()?.try_clone().ok()?)))
-            .collect()
-    }
-
-    fn read(&self) -> Vec<(&str, RunStats)> {
-        self.programs
-            .iter()
-            .filter_map(|(name, fd)| {
-                let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd())).ok()?;
-                Some((name.as_str(), RunStats::parse(&fdinfo)?))
-            })
-            .collect()
-    }
+    programs: Programs,
 }
 
 fn stats_enabled(stats: &[(&str, RunStats)]) -> bool {
@@ -307,7 +268,7 @@ fn stats_enabled(stats: &[(&str, RunStats)]) -> bool {
 
 impl Collector for BpfStats {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let stats = self.read();
+        let stats = self.programs.read();
         if stats.is_empty() || !stats_enabled(&stats) {
             return Ok(());
         }
@@ -361,7 +322,7 @@ impl Endpoint {
     /// Serves the metrics of `tracer`'s run from now on; the session feeds
     /// them through what this returns.
     pub fn serve_tracer(self, tracer: &Tracer) -> Arc<Metrics> {
-        let metrics = Arc::new(Metrics::new(&tracer.hooks, BpfStats::of(tracer)));
+        let metrics = Arc::new(Metrics::new(&tracer.hooks, Programs::of(tracer)));
         if let Some(addr) = self.local_addr() {
             eprintln!("tcptrace: serving metrics at http://{addr}/metrics");
         }
@@ -445,7 +406,7 @@ mod tests {
     }
 
     fn story_metrics() -> Metrics {
-        let metrics = Metrics::new(&hooks(), Vec::new());
+        let metrics = Metrics::new(&hooks(), Programs::default());
         for event in samples::story() {
             metrics.observe(&event);
         }
@@ -505,7 +466,7 @@ mod tests {
 
     #[test]
     fn series_exist_before_the_first_event() {
-        let text = Metrics::new(&[], Vec::new()).encode().expect("encode");
+        let text = Metrics::new(&[], Programs::default()).encode().expect("encode");
         assert_series(&text, r#"tcptrace_events_total{kind="close"}"#, 0.0);
         assert_series(&text, r#"tcptrace_connections_total{direction="inbound"}"#, 0.0);
         assert_series(&text, r#"tcptrace_handshake_seconds_count{direction="outbound"}"#, 0.0);
@@ -516,7 +477,7 @@ mod tests {
 
     #[test]
     fn losses_follow_the_summary_and_never_go_back() {
-        let metrics = Metrics::new(&[], Vec::new());
+        let metrics = Metrics::new(&[], Programs::default());
         let summary =
             Summary { lost: 3, untracked: 2, filtered: 40, map_update_failures: 1, malformed: 5, ..Summary::default() };
         metrics.record_totals(&summary);
@@ -538,16 +499,6 @@ mod tests {
         assert_eq!(hook(r#"hook="state changes",method="tracepoint",target="sock:inet_sock_set_state""#), Some(1.0));
         assert_eq!(hook(r#"hook="accept owner",method="fexit",target="inet_csk_accept""#), Some(1.0));
         assert_eq!(hook(r#"hook="close owner",method="none",target="""#), Some(1.0));
-    }
-
-    #[test]
-    fn run_stats_from_fdinfo() {
-        let fdinfo = "pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t2072\nprog_type:\t5\nprog_jited:\t1\n\
-                      prog_tag:\t1d5b8a5d2a9e1d4f\nmemlock:\t4096\nprog_id:\t412\nrun_time_ns:\t123456\n\
-                      run_cnt:\t78\nrecursion_misses:\t0\nverified_insns:\t301\n";
-        assert_eq!(RunStats::parse(fdinfo), Some(RunStats { run_time_ns: 123_456, run_cnt: 78 }));
-        // A map's fdinfo, or a kernel before 5.1: nothing to report.
-        assert_eq!(RunStats::parse("pos:\t0\nmap_type:\t27\n"), None);
     }
 
     /// The endpoint over real HTTP: /metrics in the text format, nothing else.

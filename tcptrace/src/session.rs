@@ -27,6 +27,7 @@ use crate::{
     },
     pipeline::{self, Pipeline},
     privileges,
+    programs::Programs,
 };
 
 /// What a session did, for the closing line on stderr.
@@ -41,6 +42,9 @@ pub struct Summary {
     pub stalled: u64,
     /// Connections the kernel could not track (connection map full).
     pub untracked: u64,
+    /// Kernel program runs skipped while another eBPF program ran on the
+    /// same CPU (programs.rs): their events are missing.
+    pub missed: u64,
     /// Records that failed to decode.
     pub malformed: u64,
     /// Events the user's filters kept out, in the kernel.
@@ -101,6 +105,7 @@ pub async fn run<W: Write + AsFd + Send + 'static>(config: &Config, out: W) -> R
     let metrics = endpoint.map(|endpoint| endpoint.serve_tracer(&tracer));
     forward_kernel_logs(&mut tracer);
     report(format_args!("{}", privileges::drop_after_attach(&tracer, config.user.as_ref())?));
+    let programs = Programs::of(&tracer);
     let ring = take_map::<RingBuf<MapData>>(&mut tracer, "EVENTS")?;
     let counters = take_map::<PerCpuArray<MapData, u64>>(&mut tracer, "COUNTERS")?;
     // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd until
@@ -141,7 +146,7 @@ pub async fn run<W: Write + AsFd + Send + 'static>(config: &Config, out: W) -> R
                 let drained = drain(ring.get_mut(), &mut pipeline, writer.as_mut(), &mut summary, limit, false)?;
                 batching = next_drain(drained, pipeline.holds_events());
             }
-            _ = loss_check.tick() => report_losses(&counters, &mut summary, &mut writer, metrics.as_deref())?,
+            _ = loss_check.tick() => report_losses(&counters, &programs, &mut summary, &mut writer, metrics.as_deref())?,
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
@@ -149,7 +154,7 @@ pub async fn run<W: Write + AsFd + Send + 'static>(config: &Config, out: W) -> R
     let output_deadline = Instant::now() + EXIT_GRACE;
     // What the kernel queued before we stopped still goes out.
     drain(ring.get_mut(), &mut pipeline, writer.as_mut(), &mut summary, limit, true)?;
-    report_losses(&counters, &mut summary, &mut writer, metrics.as_deref())?;
+    report_losses(&counters, &programs, &mut summary, &mut writer, metrics.as_deref())?;
     writer.stop(SystemTime::now(), &summary).and_then(|()| writer.flush()).map_err(RunError::Output)?;
     drop(tracer);
     summary.stalled += writer.finish(output_deadline).map_err(RunError::Output)?;
@@ -214,6 +219,7 @@ where
 /// further event come to find out.
 fn report_losses(
     counters: &PerCpuArray<MapData, u64>,
+    programs: &Programs,
     summary: &mut Summary,
     writer: &mut Gate<'_>,
     metrics: Option<&Metrics>,
@@ -233,11 +239,23 @@ fn report_losses(
         }
     }
     if untracked > summary.untracked {
-        notice!("tcptrace: {} connections not tracked (connection map full)", untracked - summary.untracked);
+        notice!(
+            "tcptrace: {} connections not tracked (more than --max-sockets at once)",
+            untracked - summary.untracked
+        );
+    }
+    let missed = programs.missed();
+    if missed > summary.missed {
+        notice!(
+            "tcptrace: the kernel skipped {} runs of our programs (another eBPF program was running on that CPU), \
+             {missed} in all: some events are missing",
+            missed - summary.missed
+        );
     }
     summary.lost = lost;
     summary.stalled = stalled;
     summary.untracked = untracked;
+    summary.missed = missed;
     summary.filtered = total(counter::FILTERED)?;
     let failures = total(counter::MAP_UPDATE_FAILED)?;
     if failures > summary.map_update_failures {

@@ -237,6 +237,11 @@ impl Peer {
         let _ = self.child.wait();
     }
 
+    /// Closes the peer's stdin (a `hold`ing peer lets go of everything).
+    pub fn close_stdin(&mut self) {
+        drop(self.child.stdin.take());
+    }
+
     /// Writes a line to the peer's stdin (a `wait`ing client goes on).
     pub fn send_line(&mut self) {
         use std::io::Write;

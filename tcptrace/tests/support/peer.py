@@ -22,6 +22,10 @@ test knows what happened without guessing.
                                    server of its own (a thread); each sends
                                    REQUEST, reads RESPONSE and closes; prints
                                    "done"
+  peer.py hold HOST PORT COUNT     COUNT idle connections to a listener of its
+                                   own, both ends held; prints "held COUNT",
+                                   then closes them all at once (by exiting)
+                                   when stdin closes
   peer.py rawsyn SPORT DPORT       a bare SYN from 127.0.0.1:SPORT to
                                    127.0.0.1:DPORT through a raw socket (the
                                    seed's scapy SYN, without scapy): no socket
@@ -40,6 +44,7 @@ import ctypes
 import errno
 import fcntl
 import os
+import resource
 import socket
 import struct
 import sys
@@ -193,6 +198,24 @@ def churn(host, port, count):
     print("done", flush=True)
 
 
+def hold(host, port, count):
+    # Both ends of every connection are fds: up to the hard limit.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    listener = socket.socket(family_of(host), socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
+    listener.listen(4096)
+    held = []
+    for _ in range(count):
+        held.append(socket.create_connection((host, port), timeout=30))
+        held.append(listener.accept()[0])
+    print(f"held {count}", flush=True)
+    sys.stdin.read()
+    # Exiting closes every fd at once, as a proxy restart does.
+    os._exit(0)
+
+
 def set_comm(name):
     ctypes.CDLL(None).prctl(15, name.encode(), 0, 0, 0)
 
@@ -273,6 +296,8 @@ if __name__ == "__main__":
         churn(host, port, int(sys.argv[4]))
     elif mode == "forking":
         forking(host, port, sys.argv[4])
+    elif mode == "hold":
+        hold(host, port, int(sys.argv[4]))
     elif mode == "attempt":
         attempt(host, port)
     else:
