@@ -70,6 +70,12 @@ pub struct Netns {
 impl Netns {
     pub fn new() -> Self {
         static NEXT: AtomicU32 = AtomicU32::new(0);
+        // One at a time: the first `ip netns add` on a machine mounts
+        // /run/netns over itself, and a second one racing it can leave its
+        // name on the directory underneath, where the inode read below is
+        // not the namespace's (seen in the fresh VMs, tests in parallel).
+        static CREATING: Mutex<()> = Mutex::new(());
+        let _one_at_a_time = CREATING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let name = format!("tcptrace-test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         run(Command::new("ip").args(["netns", "add", &name]));
         run(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]));
