@@ -98,8 +98,11 @@ pub mod counter {
     pub const FILTERED: u32 = 2;
     /// Kernel map updates that failed (a full map, no memory).
     pub const MAP_UPDATE_FAILED: u32 = 3;
+    /// Closes sent when the socket was freed: the state hook's run for the
+    /// way into CLOSE was skipped by the kernel.
+    pub const CLOSE_AT_DESTROY: u32 = 4;
     /// Number of counters.
-    pub const COUNT: u32 = 4;
+    pub const COUNT: u32 = 5;
 }
 
 /// `Event::flags` bits.
@@ -259,6 +262,27 @@ pub struct KernelOffsets {
     pub skb_dev: u32,
     /// `net_device.nd_net`: the device's namespace.
     pub dev_net: u32,
+    // The connection's tuple, read from the socket where no tracepoint
+    // record carries it (tp_btf hooks get the raw `struct sock *`).
+    /// `sock_common.skc_family`.
+    pub sock_family: u32,
+    /// `sock_common.skc_daddr`: the remote IPv4 address.
+    pub sock_daddr: u32,
+    /// `inet_sock.inet_saddr`: the local IPv4 address.
+    pub inet_saddr: u32,
+    /// `inet_sock.inet_sport`: the local port, network byte order. Unlike
+    /// skc_num, it survives the port's release as the socket enters CLOSE.
+    pub inet_sport: u32,
+    /// `sock_common.skc_dport`: the remote port, network byte order.
+    pub sock_dport: u32,
+    /// `sock_common.skc_v6_daddr`.
+    pub sock_v6_daddr: u32,
+    /// `sock_common.skc_v6_rcv_saddr`.
+    pub sock_v6_rcv_saddr: u32,
+    /// `sock.sk_protocol`.
+    pub sock_protocol: u32,
+    /// `sock_common.skc_state`: the TCP state.
+    pub sock_state: u32,
 }
 
 /// Settings fixed at load time (the `CONFIG` global, read-only in the kernel).
@@ -277,7 +301,7 @@ pub struct LoadConfig {
     pub _pad: [u8; 3],
 }
 
-const _: () = assert!(core::mem::size_of::<LoadConfig>() == 22 * 4 + 12);
+const _: () = assert!(core::mem::size_of::<LoadConfig>() == 31 * 4 + 12);
 
 /// `LoadConfig::filters` bits, each naming the kernel map that holds its values.
 pub mod filter {
@@ -369,10 +393,10 @@ mod tests {
 
     #[test]
     fn load_config_has_no_implicit_padding() {
-        assert_eq!(core::mem::size_of::<KernelOffsets>(), 22 * 4);
-        assert_eq!(offset_of!(LoadConfig, events), 22 * 4);
-        assert_eq!(offset_of!(LoadConfig, filters), 22 * 4 + 4);
-        assert_eq!(offset_of!(LoadConfig, _pad), 22 * 4 + 9);
+        assert_eq!(core::mem::size_of::<KernelOffsets>(), 31 * 4);
+        assert_eq!(offset_of!(LoadConfig, events), 31 * 4);
+        assert_eq!(offset_of!(LoadConfig, filters), 31 * 4 + 4);
+        assert_eq!(offset_of!(LoadConfig, _pad), 31 * 4 + 9);
     }
 }
 

@@ -1,18 +1,51 @@
 //! `tcp:tcp_destroy_sock`: the socket's memory is about to be freed, so its
 //! template goes too (its address may soon belong to another socket).
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-
-use tcptrace_common::tracepoint::sk::SKADDR;
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::{btf_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, TracePointContext},
+};
+use tcptrace_common::{counter, internal, kind, tcp_state as tcp, tracepoint::sk::SKADDR};
 
 use crate::{
-    maps::{CONNS, PENDING_CONNECT},
+    emit::emit,
+    maps::{CONNS, PENDING_CONNECT, count},
     record::at,
+    state::closed,
 };
 
 #[tracepoint]
 pub fn tcptrace_destroy(ctx: TracePointContext) -> u32 {
-    let sk: u64 = at(&ctx, SKADDR);
+    forget(at(&ctx, SKADDR));
+    0
+}
+
+/// `(struct sock *sk)`.
+#[btf_tracepoint(function = "tcp_destroy_sock")]
+pub fn tcptrace_destroy_btf(ctx: BtfTracePointContext) -> u32 {
+    forget(ctx.arg(0));
+    0
+}
+
+#[inline(always)]
+fn forget(sk: u64) {
+    if let Some(conn) = CONNS.get_ptr_mut(&sk) {
+        // SAFETY: map value valid for this run.
+        let conn = unsafe { &mut *conn };
+        // A socket is destroyed only in CLOSE. If our state hook never saw
+        // it get there, the kernel skipped that run (a softirq finishing the
+        // connection while the hook ran in the closing task, on the same
+        // CPU): the socket still tells how it ended, so its close goes out now.
+        if conn.new_state != tcp::CLOSE && conn.internal & internal::LISTENER == 0 {
+            count(counter::CLOSE_AT_DESTROY);
+            // SAFETY: helper without preconditions.
+            let now = unsafe { bpf_ktime_get_ns() };
+            let last_seen = conn.new_state;
+            conn.new_state = tcp::CLOSE;
+            emit(conn, kind::STATE, now, last_seen);
+            closed(conn, sk, now, last_seen);
+        }
+    }
     let _ = CONNS.remove(&sk);
     let _ = PENDING_CONNECT.remove(&sk);
-    0
 }

@@ -3,30 +3,58 @@
 //! process (a fork, an fd passed over a Unix socket) is theirs from its first
 //! send or receive on. Every socket call on the host passes here: the check
 //! is a protocol compare, then one lookup, and a write only on a change.
-use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid,
+    macros::{btf_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, TracePointContext},
+};
 use tcptrace_common::tracepoint::sock_length::{PROTOCOL, SK};
 
 use crate::{
     emit::{current_owner, set_owner},
+    kernel::protocol_of,
     maps::CONNS,
     record::at,
+    state::IPPROTO_TCP,
 };
-
-const IPPROTO_TCP: u16 = 6;
 
 #[tracepoint]
 pub fn tcptrace_holder(ctx: TracePointContext) -> u32 {
-    if at::<u16>(&ctx, PROTOCOL) != IPPROTO_TCP {
-        return 0;
+    if at::<u16>(&ctx, PROTOCOL) == IPPROTO_TCP {
+        on_io(at(&ctx, SK));
     }
-    let sk: u64 = at(&ctx, SK);
+    0
+}
+
+// The BTF tracepoints, `(struct sock *sk, int ret, int flags)`: one program
+// per tracepoint, as a BTF program is loaded for one.
+#[btf_tracepoint(function = "sock_send_length")]
+pub fn tcptrace_holder_send_btf(ctx: BtfTracePointContext) -> u32 {
+    on_btf_io(ctx.arg(0));
+    0
+}
+
+#[btf_tracepoint(function = "sock_recv_length")]
+pub fn tcptrace_holder_recv_btf(ctx: BtfTracePointContext) -> u32 {
+    on_btf_io(ctx.arg(0));
+    0
+}
+
+#[inline(always)]
+fn on_btf_io(sk: u64) {
+    if protocol_of(sk) == IPPROTO_TCP {
+        on_io(sk);
+    }
+}
+
+#[inline(always)]
+fn on_io(sk: u64) {
     let Some(conn) = CONNS.get_ptr_mut(&sk) else {
-        return 0;
+        return;
     };
     // SAFETY: a map value stays valid for the program's run.
     let conn = unsafe { &mut *conn };
     if conn.tgid != (bpf_get_current_pid_tgid() >> 32) as u32 {
         set_owner(conn, &current_owner());
     }
-    0
 }

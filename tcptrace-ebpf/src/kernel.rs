@@ -1,8 +1,8 @@
 //! Reads of kernel structs at offsets userspace found in the running kernel's BTF.
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
-use tcptrace_common::{Event, flags, tcp_state as tcp};
+use tcptrace_common::{Event, family, flags, tcp_state as tcp};
 
-use crate::maps::config;
+use crate::{maps::config, record::Tuple};
 
 /// Reads a `T` at `base + offset` in kernel memory.
 fn read<T>(base: u64, offset: u32) -> Result<T, i64> {
@@ -35,6 +35,42 @@ pub fn netns_of_skb(skb: u64) -> u32 {
 /// The socket's local port, host byte order.
 pub fn local_port_of(sk: u64) -> u16 {
     read(sk, config!(offsets.sock_num)).unwrap_or(0)
+}
+
+/// The socket's protocol (IPPROTO_TCP is 6).
+pub fn protocol_of(sk: u64) -> u16 {
+    read(sk, config!(offsets.sock_protocol)).unwrap_or(0)
+}
+
+/// The socket's TCP state.
+pub fn state_of(sk: u64) -> u8 {
+    read(sk, config!(offsets.sock_state)).unwrap_or(0)
+}
+
+/// The tuple read from the socket: the fields the classic tracepoints copy
+/// into their records.
+pub struct SockTuple(pub u64);
+
+impl Tuple for SockTuple {
+    #[inline(always)]
+    fn fill(&self, conn: &mut Event) {
+        let sk = self.0;
+        let af = read::<u16>(sk, config!(offsets.sock_family)).unwrap_or(0) as u8;
+        conn.family = af;
+        conn.sport = u16::from_be(read(sk, config!(offsets.inet_sport)).unwrap_or(0));
+        conn.dport = u16::from_be(read(sk, config!(offsets.sock_dport)).unwrap_or(0));
+        if af == family::INET6 {
+            conn.saddr = read(sk, config!(offsets.sock_v6_rcv_saddr)).unwrap_or([0; 16]);
+            conn.daddr = read(sk, config!(offsets.sock_v6_daddr)).unwrap_or([0; 16]);
+        } else {
+            let mut saddr = [0; 16];
+            let mut daddr = [0; 16];
+            saddr[..4].copy_from_slice(&read::<[u8; 4]>(sk, config!(offsets.inet_saddr)).unwrap_or([0; 4]));
+            daddr[..4].copy_from_slice(&read::<[u8; 4]>(sk, config!(offsets.sock_daddr)).unwrap_or([0; 4]));
+            conn.saddr = saddr;
+            conn.daddr = daddr;
+        }
+    }
 }
 
 /// The socket's cookie: set for a connection userspace's snapshot listed

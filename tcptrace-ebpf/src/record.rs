@@ -24,6 +24,25 @@ pub fn bytes<const N: usize>(ctx: &TracePointContext, offset: usize) -> [u8; N] 
     out
 }
 
+/// Where a hook finds the connection's ports and addresses: a classic
+/// tracepoint's record, or the socket itself (kernel::SockTuple).
+pub trait Tuple {
+    fn fill(&self, conn: &mut Event);
+}
+
+/// The tuple fields of a classic tracepoint record, laid out as `layout` says.
+pub struct RecordTuple<'a> {
+    pub ctx: &'a TracePointContext,
+    pub layout: &'a TupleLayout,
+}
+
+impl Tuple for RecordTuple<'_> {
+    #[inline(always)]
+    fn fill(&self, conn: &mut Event) {
+        fill_tuple(self.ctx, self.layout, conn);
+    }
+}
+
 /// Copies ports and addresses from the record into `conn`.
 #[inline(always)]
 pub fn fill_tuple(ctx: &TracePointContext, layout: &TupleLayout, conn: &mut Event) {

@@ -3,7 +3,11 @@
 //! asked for, become `reset` events. A RST sent with no socket (a reply to a
 //! segment nobody owns, like the SYN-ACK for a raw SYN) is reported from the
 //! record's own addresses.
-use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::{btf_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, TracePointContext},
+};
 use tcptrace_common::{
     Event, flags, kind, reset, side, tcp_state,
     tracepoint::{send_reset, sk, sk_skb},
@@ -11,9 +15,9 @@ use tcptrace_common::{
 
 use crate::{
     emit::{emit, emit_connect_once},
-    kernel::{netns_of, netns_of_skb},
+    kernel::{SockTuple, netns_of, netns_of_skb},
     maps::{CONNS, config, scratch},
-    record::{at, bytes, fill_tuple},
+    record::{RecordTuple, Tuple, at, bytes, fill_tuple},
 };
 
 #[tracepoint]
@@ -46,12 +50,25 @@ pub fn tcptrace_send_reset(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn tcptrace_receive_reset(ctx: TracePointContext) -> u32 {
-    let sk: u64 = at(&ctx, sk::SKADDR);
+    on_receive_reset(&RecordTuple { ctx: &ctx, layout: &sk::TUPLE }, at(&ctx, sk::SKADDR));
+    0
+}
+
+/// `(struct sock *sk)`.
+#[btf_tracepoint(function = "tcp_receive_reset")]
+pub fn tcptrace_receive_reset_btf(ctx: BtfTracePointContext) -> u32 {
+    let sk: u64 = ctx.arg(0);
+    on_receive_reset(&SockTuple(sk), sk);
+    0
+}
+
+#[inline(always)]
+fn on_receive_reset<T: Tuple>(tuple: &T, sk: u64) {
     if let Some(conn) = tracked(sk) {
         if conn.new_state == tcp_state::SYN_SENT {
             // A refused connect: the RST beats connect()'s return, and the
             // connect event (with the local port, known here) goes first.
-            conn.sport = at(&ctx, sk::TUPLE.sport);
+            tuple.fill(conn);
             emit_connect_once(conn, sk);
         }
         conn.flags |= flags::RST_RECEIVED;
@@ -59,14 +76,13 @@ pub fn tcptrace_receive_reset(ctx: TracePointContext) -> u32 {
             conn.closed_by = side::REMOTE;
         }
         report(conn, reset::RECEIVED);
-        return 0;
+        return;
     }
-    let Some(event) = scratch() else { return 0 };
+    let Some(event) = scratch() else { return };
     event.sock_addr = sk;
     event.netns = netns_of(sk);
-    fill_tuple(&ctx, &sk::TUPLE, event);
+    tuple.fill(event);
     report(event, reset::RECEIVED);
-    0
 }
 
 fn tracked(sk: u64) -> Option<&'static mut Event> {

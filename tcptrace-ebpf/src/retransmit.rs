@@ -1,7 +1,11 @@
 //! `tcp:tcp_retransmit_skb` and `tcp:tcp_retransmit_synack`: segments sent
 //! again. A SYN retransmitted also means the local port is known, so a
 //! blocking connect() to a silent host shows its `connect` event then.
-use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::{btf_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, TracePointContext},
+};
 use tcptrace_common::{
     Event, direction, flags, kind, tcp_state,
     tracepoint::{sk_skb, synack},
@@ -9,9 +13,9 @@ use tcptrace_common::{
 
 use crate::{
     emit::{emit, emit_connect_once, set_owner},
-    kernel::netns_of,
+    kernel::{SockTuple, netns_of, state_of},
     maps::{CONNS, LISTENERS, scratch},
-    record::{at, fill_tuple},
+    record::{RecordTuple, Tuple, at, fill_tuple},
 };
 
 fn now() -> u64 {
@@ -21,25 +25,37 @@ fn now() -> u64 {
 
 #[tracepoint]
 pub fn tcptrace_retransmit(ctx: TracePointContext) -> u32 {
-    let sk: u64 = at(&ctx, sk_skb::SKADDR);
-    let state = at::<i32>(&ctx, sk_skb::STATE) as u8;
+    let tuple = RecordTuple { ctx: &ctx, layout: &sk_skb::TUPLE };
+    on_retransmit(&tuple, at(&ctx, sk_skb::SKADDR), at::<i32>(&ctx, sk_skb::STATE) as u8);
+    0
+}
+
+/// `(const struct sock *sk, const struct sk_buff *skb[, int err])`.
+#[btf_tracepoint(function = "tcp_retransmit_skb")]
+pub fn tcptrace_retransmit_btf(ctx: BtfTracePointContext) -> u32 {
+    let sk: u64 = ctx.arg(0);
+    on_retransmit(&SockTuple(sk), sk, state_of(sk));
+    0
+}
+
+#[inline(always)]
+fn on_retransmit<T: Tuple>(tuple: &T, sk: u64, state: u8) {
     if let Some(conn) = CONNS.get_ptr_mut(&sk) {
         // SAFETY: map value valid for this run.
         let conn = unsafe { &mut *conn };
         if state == tcp_state::SYN_SENT {
-            conn.sport = at(&ctx, sk_skb::TUPLE.sport);
+            tuple.fill(conn);
             emit_connect_once(conn, sk);
         }
         emit(conn, kind::RETRANSMIT, now(), conn.new_state);
-        return 0;
+        return;
     }
-    let Some(event) = scratch() else { return 0 };
+    let Some(event) = scratch() else { return };
     event.sock_addr = sk;
     event.new_state = state;
     event.netns = netns_of(sk);
-    fill_tuple(&ctx, &sk_skb::TUPLE, event);
+    tuple.fill(event);
     emit(event, kind::RETRANSMIT, now(), state);
-    0
 }
 
 /// A half-open passive connection (a request socket, no full socket yet):

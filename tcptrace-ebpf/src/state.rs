@@ -1,9 +1,10 @@
 //! `sock:inet_sock_set_state`: the spine. Every TCP state change in every
 //! network namespace passes here; the current task is often not the owner.
+//! Two ways in: a BTF tracepoint (preferred) or the classic one.
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::{btf_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, TracePointContext},
 };
 use tcptrace_common::{
     Event, ListenerKey, counter, direction, flags, internal, kind, side, tcp_state as tcp,
@@ -12,26 +13,40 @@ use tcptrace_common::{
 
 use crate::{
     emit::{current_owner, emit, emit_connect_once, set_owner, zero_event},
-    kernel::{cookie_of, fill_close_stats, netns_of, synack_rtt_us},
+    kernel::{SockTuple, cookie_of, fill_close_stats, netns_of, protocol_of, synack_rtt_us},
     maps::{CONNECTING, CONNS, LISTENERS, PENDING_CONNECT, count, counted, scratch},
-    record::{at, fill_tuple},
+    record::{RecordTuple, Tuple, at},
 };
 
-const IPPROTO_TCP: u16 = 6;
+pub const IPPROTO_TCP: u16 = 6;
 
+/// The classic tracepoint: the kernel formats its record before the program
+/// runs, and skips the program (counted as a recursion miss) whenever any
+/// other eBPF program is running on the CPU, as when a packet's softirq
+/// interrupts one.
 #[tracepoint]
 pub fn tcptrace_state(ctx: TracePointContext) -> u32 {
-    let _ = try_state(&ctx);
+    if at::<u16>(&ctx, PROTOCOL) == IPPROTO_TCP {
+        let tuple = RecordTuple { ctx: &ctx, layout: &TUPLE };
+        let _ = on_state(&tuple, at(&ctx, SKADDR), at::<i32>(&ctx, OLDSTATE) as u8, at::<i32>(&ctx, NEWSTATE) as u8);
+    }
     0
 }
 
-fn try_state(ctx: &TracePointContext) -> Result<(), i64> {
-    if at::<u16>(ctx, PROTOCOL) != IPPROTO_TCP {
-        return Ok(());
+/// The same hook on the raw tracepoint with its BTF arguments
+/// `(struct sock *sk, int oldstate, int newstate)`: no record to format,
+/// and skipped only if it would run inside itself.
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn tcptrace_state_btf(ctx: BtfTracePointContext) -> u32 {
+    let sk: u64 = ctx.arg(0);
+    if protocol_of(sk) == IPPROTO_TCP {
+        let _ = on_state(&SockTuple(sk), sk, ctx.arg::<i32>(1) as u8, ctx.arg::<i32>(2) as u8);
     }
-    let sk: u64 = at(ctx, SKADDR);
-    let old = at::<i32>(ctx, OLDSTATE) as u8;
-    let new = at::<i32>(ctx, NEWSTATE) as u8;
+    0
+}
+
+#[inline(always)]
+fn on_state<T: Tuple>(tuple: &T, sk: u64, old: u8, new: u8) -> Result<(), i64> {
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
 
@@ -44,7 +59,7 @@ fn try_state(ctx: &TracePointContext) -> Result<(), i64> {
             zero_event(conn);
             // SAFETY: as above; zeroed, then filled as new.
             let conn = unsafe { &mut *conn };
-            first_sight(ctx, conn, sk, old, new, now);
+            first_sight(tuple, conn, sk, old, new, now);
             conn
         }
         // SAFETY: a map value stays valid for the program's run; races only
@@ -52,12 +67,16 @@ fn try_state(ctx: &TracePointContext) -> Result<(), i64> {
         Some(conn) => unsafe { &mut *conn },
         // A listener that was listening before tracing started is closing.
         None if old == tcp::LISTEN && new == tcp::CLOSE => {
-            let _ = LISTENERS.remove(&ListenerKey { netns: netns_of(sk), port: at(ctx, TUPLE.sport), _pad: 0 });
+            let mut listener = ListenerKey { netns: netns_of(sk), port: 0, _pad: 0 };
+            let fresh = scratch().ok_or(0)?;
+            tuple.fill(fresh);
+            listener.port = fresh.sport;
+            let _ = LISTENERS.remove(&listener);
             return Ok(());
         }
         None => {
             let fresh = scratch().ok_or(0)?;
-            first_sight(ctx, fresh, sk, old, new, now);
+            first_sight(tuple, fresh, sk, old, new, now);
             if CONNS.insert(&sk, fresh, 0).is_err() {
                 count(counter::CONN_MAP_FULL);
                 return Ok(());
@@ -66,7 +85,11 @@ fn try_state(ctx: &TracePointContext) -> Result<(), i64> {
             unsafe { &mut *CONNS.get_ptr_mut(&sk).ok_or(0)? }
         }
     };
-    fill_tuple(ctx, &TUPLE, conn);
+    // Ports still unknown at first sight (an active open's local port, a
+    // passive child's remote end) arrive with later transitions.
+    if conn.sport == 0 || conn.dport == 0 {
+        tuple.fill(conn);
+    }
     conn.new_state = new;
 
     if conn.internal & internal::LISTENER != 0 {
@@ -114,18 +137,22 @@ fn try_state(ctx: &TracePointContext) -> Result<(), i64> {
         }
         (tcp::ESTABLISHED, tcp::FIN_WAIT1) => closed_by(conn, side::LOCAL),
         (tcp::ESTABLISHED, tcp::CLOSE_WAIT) => closed_by(conn, side::REMOTE),
-        (_, tcp::CLOSE) if old != tcp::CLOSE => {
-            // Without a FIN exchange first, this end is aborting (its RST
-            // follows), unless the peer's RST or a timeout got here first.
-            closed_by(conn, if conn.flags & flags::RST_RECEIVED != 0 { side::REMOTE } else { side::LOCAL });
-            fill_close_stats(sk, conn, old);
-            let ending = if conn.flags & flags::ESTABLISHED != 0 { kind::CLOSE } else { kind::FAILED };
-            emit(conn, ending, now, old);
-            let _ = PENDING_CONNECT.remove(&sk);
-        }
+        (_, tcp::CLOSE) if old != tcp::CLOSE => closed(conn, sk, now, old),
         _ => {}
     }
     Ok(())
+}
+
+/// The connection reached CLOSE from `old`: its `close` (or `failed`) event.
+#[inline(always)]
+pub fn closed(conn: &mut Event, sk: u64, now: u64, old: u8) {
+    // Without a FIN exchange first, this end is aborting (its RST
+    // follows), unless the peer's RST or a timeout got here first.
+    closed_by(conn, if conn.flags & flags::RST_RECEIVED != 0 { side::REMOTE } else { side::LOCAL });
+    fill_close_stats(sk, conn, old);
+    let ending = if conn.flags & flags::ESTABLISHED != 0 { kind::CLOSE } else { kind::FAILED };
+    emit(conn, ending, now, old);
+    let _ = PENDING_CONNECT.remove(&sk);
 }
 
 /// Records which end started the teardown, once.
@@ -138,11 +165,11 @@ fn closed_by(conn: &mut Event, who: u8) {
 /// The template for a socket not seen before: who owns it depends on how it
 /// was born.
 #[inline(always)]
-fn first_sight(ctx: &TracePointContext, conn: &mut Event, sk: u64, old: u8, new: u8, now: u64) {
+fn first_sight<T: Tuple>(tuple: &T, conn: &mut Event, sk: u64, old: u8, new: u8, now: u64) {
     conn.sock_addr = sk;
     conn.start_ns = now;
     conn.netns = netns_of(sk);
-    fill_tuple(ctx, &TUPLE, conn);
+    tuple.fill(conn);
     match new {
         // connect(): we are in the connecting task's syscall.
         tcp::SYN_SENT if old == tcp::CLOSE => {

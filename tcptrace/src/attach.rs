@@ -1,10 +1,11 @@
 //! Attaching the kernel programs through a ladder of methods: fentry/fexit,
-//! then kprobe/kretprobe, then classic tracepoints. Locked-down kernels refuse
-//! fentry and some have no kprobes; the tracepoint rung works everywhere and
+//! then kprobe/kretprobe, then tracepoints: BTF tracepoints (tp_btf) where
+//! a hook has them, then classic ones. Locked-down kernels refuse fentry and
+//! some have no kprobes; the classic tracepoint rung works everywhere and
 //! delivers every event by itself.
 use aya::{
     Btf, Ebpf,
-    programs::{FEntry, FExit, KProbe, ProgramError, TracePoint},
+    programs::{BtfTracePoint, FEntry, FExit, KProbe, ProgramError, TracePoint},
 };
 
 use crate::{
@@ -14,11 +15,33 @@ use crate::{
 
 /// One way to attach one hook.
 enum Rung {
-    Fentry { program: &'static str, function: &'static str },
-    Fexit { program: &'static str, function: &'static str },
-    Kprobe { program: &'static str, function: &'static str },
-    Kretprobe { program: &'static str, function: &'static str },
-    Tracepoints { program: &'static str, points: &'static [(&'static str, &'static str)] },
+    Fentry {
+        program: &'static str,
+        function: &'static str,
+    },
+    Fexit {
+        program: &'static str,
+        function: &'static str,
+    },
+    Kprobe {
+        program: &'static str,
+        function: &'static str,
+    },
+    Kretprobe {
+        program: &'static str,
+        function: &'static str,
+    },
+    Tracepoints {
+        program: &'static str,
+        points: &'static [(&'static str, &'static str)],
+    },
+    /// Raw tracepoints with BTF arguments, one program per tracepoint.
+    /// Unlike classic ones they format no record, and the kernel skips them
+    /// only when one would run inside itself, not whenever another eBPF
+    /// program is running on the CPU (a softirq interrupting one).
+    BtfTracepoints {
+        points: &'static [(&'static str, &'static str)],
+    },
 }
 
 /// A purpose served by one of several programs, best first.
@@ -36,7 +59,10 @@ const HOOKS: &[Hook] = &[
     Hook {
         purpose: "state changes",
         required: true,
-        rungs: &[Rung::Tracepoints { program: "tcptrace_state", points: &[("sock", "inet_sock_set_state")] }],
+        rungs: &[
+            Rung::BtfTracepoints { points: &[("tcptrace_state_btf", "inet_sock_set_state")] },
+            Rung::Tracepoints { program: "tcptrace_state", points: &[("sock", "inet_sock_set_state")] },
+        ],
         net: None,
     },
     Hook {
@@ -62,7 +88,10 @@ const HOOKS: &[Hook] = &[
     Hook {
         purpose: "socket teardown",
         required: true,
-        rungs: &[Rung::Tracepoints { program: "tcptrace_destroy", points: &[("tcp", "tcp_destroy_sock")] }],
+        rungs: &[
+            Rung::BtfTracepoints { points: &[("tcptrace_destroy_btf", "tcp_destroy_sock")] },
+            Rung::Tracepoints { program: "tcptrace_destroy", points: &[("tcp", "tcp_destroy_sock")] },
+        ],
         net: None,
     },
     Hook {
@@ -74,13 +103,19 @@ const HOOKS: &[Hook] = &[
     Hook {
         purpose: "resets received",
         required: false,
-        rungs: &[Rung::Tracepoints { program: "tcptrace_receive_reset", points: &[("tcp", "tcp_receive_reset")] }],
+        rungs: &[
+            Rung::BtfTracepoints { points: &[("tcptrace_receive_reset_btf", "tcp_receive_reset")] },
+            Rung::Tracepoints { program: "tcptrace_receive_reset", points: &[("tcp", "tcp_receive_reset")] },
+        ],
         net: None,
     },
     Hook {
         purpose: "retransmits",
         required: false,
-        rungs: &[Rung::Tracepoints { program: "tcptrace_retransmit", points: &[("tcp", "tcp_retransmit_skb")] }],
+        rungs: &[
+            Rung::BtfTracepoints { points: &[("tcptrace_retransmit_btf", "tcp_retransmit_skb")] },
+            Rung::Tracepoints { program: "tcptrace_retransmit", points: &[("tcp", "tcp_retransmit_skb")] },
+        ],
         net: None,
     },
     Hook {
@@ -95,10 +130,18 @@ const HOOKS: &[Hook] = &[
     Hook {
         purpose: "owner after a handover",
         required: false,
-        rungs: &[Rung::Tracepoints {
-            program: "tcptrace_holder",
-            points: &[("sock", "sock_send_length"), ("sock", "sock_recv_length")],
-        }],
+        rungs: &[
+            Rung::BtfTracepoints {
+                points: &[
+                    ("tcptrace_holder_send_btf", "sock_send_length"),
+                    ("tcptrace_holder_recv_btf", "sock_recv_length"),
+                ],
+            },
+            Rung::Tracepoints {
+                program: "tcptrace_holder",
+                points: &[("sock", "sock_send_length"), ("sock", "sock_recv_length")],
+            },
+        ],
         net: None,
     },
     Hook {
@@ -123,16 +166,19 @@ impl Rung {
             Self::Fentry { .. } | Self::Fexit { .. } => Method::Fentry,
             Self::Kprobe { .. } | Self::Kretprobe { .. } => Method::Kprobe,
             Self::Tracepoints { .. } => Method::Tracepoint,
+            Self::BtfTracepoints { .. } => Method::TpBtf,
         }
     }
 
-    fn program(&self) -> &'static str {
-        let (Self::Fentry { program, .. }
-        | Self::Fexit { program, .. }
-        | Self::Kprobe { program, .. }
-        | Self::Kretprobe { program, .. }
-        | Self::Tracepoints { program, .. }) = self;
-        program
+    fn programs(&self) -> Vec<&'static str> {
+        match self {
+            Self::Fentry { program, .. }
+            | Self::Fexit { program, .. }
+            | Self::Kprobe { program, .. }
+            | Self::Kretprobe { program, .. }
+            | Self::Tracepoints { program, .. } => vec![program],
+            Self::BtfTracepoints { points } => points.iter().map(|(program, _)| *program).collect(),
+        }
     }
 
     fn describe(&self) -> String {
@@ -145,12 +191,24 @@ impl Rung {
                 let names: Vec<String> = points.iter().map(|(category, name)| format!("{category}:{name}")).collect();
                 format!("tracepoint {}", names.join(", "))
             }
+            Self::BtfTracepoints { points } => {
+                let names: Vec<&str> = points.iter().map(|(_, name)| *name).collect();
+                format!("tp_btf {}", names.join(", "))
+            }
         }
     }
 
     fn attach(&self, ebpf: &mut Ebpf, btf: &mut Option<Btf>) -> Result<(), ProgramError> {
-        let name = self.program();
-        let program = ebpf.program_mut(name).ok_or(ProgramError::InvalidName { name: name.to_owned() })?;
+        if let Self::BtfTracepoints { points } = self {
+            for (name, tracepoint) in *points {
+                let program: &mut BtfTracePoint = program_mut(ebpf, name)?.try_into()?;
+                program.load(tracepoint, kernel_btf(btf)?)?;
+                program.attach()?;
+            }
+            return Ok(());
+        }
+        let name = self.programs()[0];
+        let program = program_mut(ebpf, name)?;
         match self {
             Self::Fentry { function, .. } => {
                 let program: &mut FEntry = program.try_into()?;
@@ -172,11 +230,16 @@ impl Rung {
                 program.load()?;
                 points.iter().try_for_each(|(category, name)| program.attach(category, name).map(drop))
             }
+            Self::BtfTracepoints { .. } => Ok(()),
         }
     }
 }
 
-/// aya's parse of the kernel BTF, needed only when an fentry rung is tried.
+fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program, ProgramError> {
+    ebpf.program_mut(name).ok_or(ProgramError::InvalidName { name: name.to_owned() })
+}
+
+/// aya's parse of the kernel BTF, needed when an fentry or tp_btf rung is tried.
 fn kernel_btf(btf: &mut Option<Btf>) -> Result<&Btf, ProgramError> {
     if btf.is_none() {
         *btf = Some(Btf::from_sys_fs().map_err(ProgramError::Btf)?);
@@ -215,12 +278,14 @@ impl std::fmt::Display for HookReport {
 
 /// Attaches every hook with the best rung `attach` allows. `fentry`: what a
 /// probe load found (probe.rs); when refused, fentry rungs are not tried.
+/// `btf`: aya's parse of the kernel BTF if made already (else made when a
+/// rung needs it).
 pub fn attach_all(
     ebpf: &mut Ebpf,
     attach: Attach,
     fentry: Option<Result<(), String>>,
+    mut btf: Option<Btf>,
 ) -> Result<Vec<HookReport>, LoadError> {
-    let mut btf = None;
     let mut reports = Vec::new();
     for hook in HOOKS {
         let mut report =
@@ -233,12 +298,12 @@ pub fn attach_all(
             match rung.attach(ebpf, &mut btf) {
                 Ok(()) => {
                     report.method = Some(rung.describe());
-                    report.programs.push(rung.program());
-                    if let Some(net) = hook.net.as_ref().filter(|_| rung.method() != Method::Tracepoint) {
+                    report.programs.extend(rung.programs());
+                    if let Some(net) = hook.net.as_ref().filter(|_| rung.method().is_function_probe()) {
                         match net.attach(ebpf, &mut btf) {
                             Ok(()) => {
                                 report.net = Some(net.describe());
-                                report.programs.push(net.program());
+                                report.programs.extend(net.programs());
                             }
                             Err(error) => report.refused.push(format!("{}: {}", net.describe(), brief(&error))),
                         }
@@ -248,11 +313,11 @@ pub fn attach_all(
                 Err(error) => report.refused.push(format!("{}: {}", rung.describe(), brief(&error))),
             }
         }
-        // A method asked for must serve every hook that offers it; tracepoints
-        // are the floor, not a choice, so an optional one the kernel lacks
-        // (sock:sock_send_length before 6.3) stays optional.
+        // A function probe asked for must serve every hook that offers it;
+        // tracepoints are the floor, not a choice, so an optional one the
+        // kernel lacks (sock:sock_send_length before 6.3) stays optional.
         let forced = matches!(attach, Attach::Only(method)
-            if method != Method::Tracepoint && hook.rungs.iter().any(|r| r.method() == method));
+            if method.is_function_probe() && hook.rungs.iter().any(|r| r.method() == method));
         if report.method.is_none() && (hook.required || forced) {
             return Err(LoadError::Attach { purpose: hook.purpose, tried: report.refused.join("; ") });
         }
@@ -261,15 +326,16 @@ pub fn attach_all(
     Ok(reports)
 }
 
-/// The rungs to try: all of them, or those of the one method asked for (the
-/// tracepoint rung where a hook has no rung of that method).
+/// The rungs to try: all of them, or those of the one method asked for;
+/// where a hook has no rung of that method, its tracepoint rungs (tp_btf
+/// before classic).
 fn candidates(hook: &Hook, attach: Attach) -> impl Iterator<Item = &Rung> {
-    let wanted = match attach {
-        Attach::Auto => None,
-        Attach::Only(method) if hook.rungs.iter().any(|r| r.method() == method) => Some(method),
-        Attach::Only(_) => Some(Method::Tracepoint),
-    };
-    hook.rungs.iter().filter(move |rung| wanted.is_none_or(|method| rung.method() == method))
+    let offers = |method| hook.rungs.iter().any(|r| r.method() == method);
+    hook.rungs.iter().filter(move |rung| match attach {
+        Attach::Auto => true,
+        Attach::Only(method) if offers(method) => rung.method() == method,
+        Attach::Only(_) => !rung.method().is_function_probe(),
+    })
 }
 
 /// Why a rung failed, in a few words: the usual causes by name, else the
@@ -304,7 +370,10 @@ mod tests {
         use Method::*;
         assert_eq!(methods("connect owner and local port", Attach::Auto), [Fentry, Kprobe, Tracepoint]);
         assert_eq!(methods("accept owner", Attach::Only(Kprobe)), [Kprobe]);
-        assert_eq!(methods("state changes", Attach::Only(Fentry)), [Tracepoint]);
+        assert_eq!(methods("state changes", Attach::Auto), [TpBtf, Tracepoint]);
+        assert_eq!(methods("state changes", Attach::Only(Fentry)), [TpBtf, Tracepoint]);
+        assert_eq!(methods("state changes", Attach::Only(Tracepoint)), [Tracepoint]);
+        assert_eq!(methods("connect owner and local port", Attach::Only(TpBtf)), [Tracepoint]);
         assert_eq!(methods("close owner", Attach::Only(Tracepoint)), Vec::<Method>::new());
     }
 

@@ -123,9 +123,10 @@ pub struct Cli {
     #[arg(short = 'n', long = "count", value_name = "N")]
     pub count: Option<u64>,
 
-    /// How to hook the kernel functions that tie sockets to processes. auto
-    /// tries fentry, then kprobe, then tracepoints only; the others use that
-    /// method wherever a hook offers it, and fail if it cannot attach.
+    /// How to hook the kernel. auto tries fentry, then kprobe, then
+    /// tracepoints (BTF tracepoints before classic ones); the others use that
+    /// method wherever a hook offers it (tracepoints elsewhere), and fentry
+    /// and kprobe fail if they cannot attach.
     #[arg(long, value_enum, default_value_t = AttachArg::Auto)]
     pub attach: AttachArg,
 
@@ -203,6 +204,10 @@ pub enum AttachArg {
     Auto,
     Fentry,
     Kprobe,
+    /// BTF tracepoints where a hook has them, classic tracepoints elsewhere.
+    #[value(name = "tp_btf")]
+    TpBtf,
+    /// Classic tracepoints only: what every kernel has.
     Tracepoint,
 }
 

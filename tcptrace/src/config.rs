@@ -113,6 +113,9 @@ pub enum Attach {
 pub enum Method {
     Fentry,
     Kprobe,
+    /// Raw tracepoints with BTF arguments.
+    TpBtf,
+    /// Classic tracepoints.
     Tracepoint,
 }
 
@@ -121,8 +124,14 @@ impl Method {
         match self {
             Self::Fentry => "fentry",
             Self::Kprobe => "kprobe",
+            Self::TpBtf => "tp_btf",
             Self::Tracepoint => "tracepoint",
         }
+    }
+
+    /// fentry/fexit or kprobe/kretprobe: a probe on a kernel function.
+    pub fn is_function_probe(self) -> bool {
+        matches!(self, Self::Fentry | Self::Kprobe)
     }
 }
 
@@ -180,6 +189,7 @@ impl TryFrom<Cli> for Config {
             AttachArg::Auto => Attach::Auto,
             AttachArg::Fentry => Attach::Only(Method::Fentry),
             AttachArg::Kprobe => Attach::Only(Method::Kprobe),
+            AttachArg::TpBtf => Attach::Only(Method::TpBtf),
             AttachArg::Tracepoint => Attach::Only(Method::Tracepoint),
         };
         let mut events = if cli.events.is_empty() { EventSet::of(EventSet::DEFAULT) } else { EventSet::of(&[]) };

@@ -46,16 +46,16 @@ pub fn load(config: &Config) -> Result<Tracer, LoadError> {
     let tracefs = tracefs::root()?;
     let send_reset = tracefs::check_layouts(&tracefs)?;
     phase("tracepoint layouts");
-    // aya's loader parses the kernel BTF too, for itself: both parses run at
-    // once, on two cores, since neither needs the other.
+    // aya's full parse of the kernel BTF (for the fentry and tp_btf rungs,
+    // tens of milliseconds) runs on the other core while this one reads the
+    // member offsets (our lean reader) and loads the object.
     let attach = config.attach;
-    let ours = std::thread::spawn(move || -> Result<_, LoadError> {
-        let btf = Btf::from_file(Path::new(BTF_PATH))?;
-        Ok((kernel_offsets(&btf)?, fentry_allowed(&btf, attach)))
+    let ayas = std::thread::spawn(move || {
+        (attach != Attach::Only(Method::Tracepoint)).then(|| aya::Btf::from_sys_fs().ok()).flatten()
     });
-    let mut loader = EbpfLoader::new();
-    phase("aya's loader (it parses the kernel BTF)");
-    let (offsets, fentry) = ours.join().map_err(|_| LoadError::BtfThread)??;
+    let btf = Btf::from_file(Path::new(BTF_PATH))?;
+    let (offsets, fentry) = (kernel_offsets(&btf)?, fentry_allowed(&btf, attach));
+    drop(btf);
     phase("BTF offsets");
     let load_config = LoadConfig {
         offsets,
@@ -64,20 +64,21 @@ pub fn load(config: &Config) -> Result<Tracer, LoadError> {
         send_reset_has_reason: u8::from(send_reset == SendResetLayout::WithReason),
         _pad: [0; 3],
     };
-    let mut ebpf = loader
+    let mut ebpf = EbpfLoader::new()
         .override_global("CONFIG", &load_config, true)
         .map_max_entries("EVENTS", config.ring_buffer_bytes)
         .map_max_entries("CONNS", config.max_sockets)
         .map_max_entries("PENDING_CONNECT", config.max_sockets)
         .load(OBJECT)?;
-    drop(loader);
     fill_filters(&mut ebpf, &config.filters)?;
     phase("object and maps");
 
     // Before attaching: the programs read the cookies this assigns.
     let mut snapshot = config.events.contains(EventKind::Snapshot).then(|| Snapshot::take(Path::new("/proc")));
     phase("snapshot (sock_diag)");
-    let hooks = attach::attach_all(&mut ebpf, config.attach, fentry)?;
+    let ayas = ayas.join().map_err(|_| LoadError::BtfThread)?;
+    phase("aya's BTF parse");
+    let hooks = attach::attach_all(&mut ebpf, config.attach, fentry, ayas)?;
     phase("attach");
     // After attaching, so a listener opened meanwhile is seen by one or the other.
     find_owners(&mut ebpf, snapshot.as_mut())?;
@@ -152,6 +153,15 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, LoadError> {
         tcp_srtt_us: btf.offset_of("tcp_sock", "srtt_us")?,
         skb_dev: btf.offset_of("sk_buff", "dev")?,
         dev_net: btf.offset_of("net_device", "nd_net")?,
+        sock_family: btf.offset_of("sock", "__sk_common.skc_family")?,
+        sock_daddr: btf.offset_of("sock", "__sk_common.skc_daddr")?,
+        inet_saddr: btf.offset_of("inet_sock", "inet_saddr")?,
+        inet_sport: btf.offset_of("inet_sock", "inet_sport")?,
+        sock_dport: btf.offset_of("sock", "__sk_common.skc_dport")?,
+        sock_v6_daddr: btf.offset_of("sock", "__sk_common.skc_v6_daddr")?,
+        sock_v6_rcv_saddr: btf.offset_of("sock", "__sk_common.skc_v6_rcv_saddr")?,
+        sock_protocol: btf.offset_of("sock", "sk_protocol")?,
+        sock_state: btf.offset_of("sock", "__sk_common.skc_state")?,
     })
 }
 

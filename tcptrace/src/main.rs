@@ -42,7 +42,10 @@ fn main() -> ExitCode {
             let stalled =
                 if summary.stalled > 0 { format!(" ({} output stalled)", summary.stalled) } else { String::new() };
             let missed = if summary.missed > 0 {
-                format!(", {} kernel program runs skipped (events missing)", summary.missed)
+                format!(
+                    ", {} kernel program runs skipped (events missing; {} closes seen late)",
+                    summary.missed, summary.late_closes
+                )
             } else {
                 String::new()
             };

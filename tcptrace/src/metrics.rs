@@ -88,6 +88,7 @@ pub struct Metrics {
     lost: Counter,
     untracked: Counter,
     missed: Counter,
+    late_closes: Counter,
     filtered: Counter,
     map_update_failures: Counter,
     malformed: Counter,
@@ -112,6 +113,7 @@ impl Metrics {
             lost: Counter::default(),
             untracked: Counter::default(),
             missed: Counter::default(),
+            late_closes: Counter::default(),
             filtered: Counter::default(),
             map_update_failures: Counter::default(),
             malformed: Counter::default(),
@@ -164,8 +166,13 @@ impl Metrics {
         );
         registry.register(
             "missed_hook_runs",
-            "Kernel program runs skipped because another eBPF program ran on that CPU: their events are missing",
+            "Kernel program runs skipped because an eBPF program already ran on that CPU: their events are missing",
             self.missed.clone(),
+        );
+        registry.register(
+            "late_closes",
+            "Closes reported when the socket was freed, the state change into CLOSE having been skipped",
+            self.late_closes.clone(),
         );
         registry.register("filtered_events", "Events the filters kept out, in the kernel", self.filtered.clone());
         registry.register(
@@ -224,6 +231,7 @@ impl Metrics {
             (&self.lost, summary.lost),
             (&self.untracked, summary.untracked),
             (&self.missed, summary.missed),
+            (&self.late_closes, summary.late_closes),
             (&self.filtered, summary.filtered),
             (&self.map_update_failures, summary.map_update_failures),
             (&self.malformed, summary.malformed),
@@ -247,6 +255,7 @@ fn method_name(word: &str) -> &'static str {
         "fexit" => "fexit",
         "kprobe" => "kprobe",
         "kretprobe" => "kretprobe",
+        "tp_btf" => "tp_btf",
         "tracepoint" => "tracepoint",
         _ => "other",
     }

@@ -62,9 +62,13 @@ impl Programs {
             .collect()
     }
 
-    /// Runs the kernel skipped, all programs together.
-    pub fn missed(&self) -> u64 {
-        self.read().iter().map(|(_, stats)| stats.recursion_misses).sum()
+    /// Runs the kernel skipped, by program, those with any.
+    pub fn missed(&self) -> Vec<(&str, u64)> {
+        self.read()
+            .into_iter()
+            .filter(|(_, stats)| stats.recursion_misses > 0)
+            .map(|(name, stats)| (name, stats.recursion_misses))
+            .collect()
     }
 }
 

@@ -42,9 +42,12 @@ pub struct Summary {
     pub stalled: u64,
     /// Connections the kernel could not track (connection map full).
     pub untracked: u64,
-    /// Kernel program runs skipped while another eBPF program ran on the
-    /// same CPU (programs.rs): their events are missing.
+    /// Kernel program runs skipped while an eBPF program (ours or another)
+    /// already ran on the same CPU (programs.rs): their events are missing.
     pub missed: u64,
+    /// Closes the kernel side sent when the socket was freed, its state
+    /// hook's run into CLOSE having been skipped: the states between are missing.
+    pub late_closes: u64,
     /// Records that failed to decode.
     pub malformed: u64,
     /// Events the user's filters kept out, in the kernel.
@@ -244,12 +247,15 @@ fn report_losses(
             untracked - summary.untracked
         );
     }
-    let missed = programs.missed();
+    let missed_by_program = programs.missed();
+    let missed = missed_by_program.iter().map(|(_, misses)| misses).sum();
     if missed > summary.missed {
+        let which: Vec<String> = missed_by_program.iter().map(|(name, misses)| format!("{name} {misses}")).collect();
         notice!(
-            "tcptrace: the kernel skipped {} runs of our programs (another eBPF program was running on that CPU), \
-             {missed} in all: some events are missing",
-            missed - summary.missed
+            "tcptrace: the kernel skipped {} runs of our programs (an eBPF program was already running on that \
+             CPU), {missed} in all ({}): some events are missing",
+            missed - summary.missed,
+            which.join(", ")
         );
     }
     summary.lost = lost;
@@ -265,6 +271,15 @@ fn report_losses(
         );
     }
     summary.map_update_failures = failures;
+    let late_closes = total(counter::CLOSE_AT_DESTROY)?;
+    if late_closes > summary.late_closes {
+        notice!(
+            "tcptrace: {} closes reported when their sockets were freed (the kernel skipped the state change into \
+             CLOSE), {late_closes} in all",
+            late_closes - summary.late_closes
+        );
+    }
+    summary.late_closes = late_closes;
     if let Some(metrics) = metrics {
         metrics.record_totals(summary);
     }

@@ -76,6 +76,10 @@ fn every_socket_of_200k_tracked_and_all_closing_at_once_lose_nothing() {
     for peer in &mut peers {
         assert!(peer.wait().success(), "holder {} failed", peer.pid());
     }
+    // A FIN or its ACK dropped in the burst is sent again after a timeout
+    // that doubles each time: wait for the kernel to finish every socket.
+    let finished = wait_until(|| live_sockets(&ns) == 0);
+    assert!(finished, "sockets still open in the test namespace:\n{}", ss(&ns));
     // Not asserted yet: the counts after tcptrace's final drain tell a lost
     // wake-up (events waiting in the ring) from events never sent.
     settle(|| count("close"), 2 * n);
@@ -90,12 +94,13 @@ fn every_socket_of_200k_tracked_and_all_closing_at_once_lose_nothing() {
         assert!(stop.contains(key), "stop record without {key}: {stop}\nstderr:\n{stderr}");
     }
     assert!(!stderr.contains("not tracked") && !stderr.contains("tcptrace: lost"), "stderr:\n{stderr}");
-    // A few sockets in 200,000 (0 to 5 per run, measured here) show no
-    // transition after FIN_WAIT1 when everything closes at once, and so no
-    // `close`: some with the kernel's recursion misses reported (`missed`:
-    // another eBPF program was running on that CPU), some without any count
-    // (README, "Missed runs"). Bounded here, so a real regression still fails.
-    const UNSEEN_CLOSES: u64 = 20;
+    // A softirq that finishes a connection while the state hook runs on the
+    // same CPU has that run skipped by the kernel (counted as missed); the
+    // close then comes from the socket's destruction (late_closes). Rarely
+    // (0 to 2 sockets in some runs, measured here) the destroy hook's run is
+    // skipped as well, and that close is missing: bounded, so a regression
+    // still fails.
+    const UNSEEN_CLOSES: u64 = 5;
     for (kind, expected) in [("connect", n), ("accept", n), ("established", 2 * n), ("close", 2 * n)] {
         let found = tally.kinds.get(kind).copied().unwrap_or(0);
         let allowed = if kind == "close" { UNSEEN_CLOSES } else { 0 };
@@ -105,10 +110,24 @@ fn every_socket_of_200k_tracked_and_all_closing_at_once_lose_nothing() {
             tally.kinds
         );
     }
-    if tally.kinds.get("close").copied() != Some(2 * n) {
+    if tally.kinds.get("close").copied() != Some(2 * n) || !stop.contains(r#""late_closes":0"#) {
         eprintln!("scale: closes seen {:?} of {}; {stop}", tally.kinds.get("close"), 2 * n);
     }
     assert_eq!(before_exit, tally.kinds, "events that reached stdout only when tcptrace exited");
+}
+
+/// `ss` of the namespace's TCP sockets in any state but TIME_WAIT (a
+/// socket's life after CLOSE: no event of ours).
+fn ss(ns: &Netns) -> String {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.name, "ss", "-H", "-tan", "state", "all", "exclude", "time-wait"])
+        .output()
+        .expect("run ss");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn live_sockets(ns: &Netns) -> usize {
+    ss(ns).lines().count()
 }
 
 /// Polls `done` until it holds or the tests' patience runs out; whether it held.

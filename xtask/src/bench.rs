@@ -147,6 +147,8 @@ fn subjects(tcptrace: &str, smoke: bool) -> Vec<Subject> {
     if smoke {
         return list;
     }
+    // The classic-tracepoint rung, as on kernels without BTF: what tp_btf buys.
+    list.push(tcptrace_with("tcptrace --attach tracepoint", &["--attach", "tracepoint"]));
     list.push(tcptrace_with("tcptrace --states", &["--states"]));
     list.push(tcptrace_with("tcptrace -o json", &["-o", "json"]));
     for (label, path) in

@@ -34,6 +34,7 @@ pub fn test() -> Result<()> {
         cargo_test.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E");
     }
     run(&mut cargo_test)?;
+    classic_tracepoint_tests()?;
     kernel_tests()?;
     // A short run so the benchmark command cannot rot; its numbers mean nothing here.
     bench::bench(&bench::Options { seconds: 1.0, rounds: 1, smoke: true, busy: 0 })?;
@@ -65,6 +66,20 @@ fn ensure_pinned_rustc() -> Result<()> {
         bail!("rust-toolchain.toml pins rustc {pinned}, but this build uses {}", used.trim());
     }
     Ok(())
+}
+
+/// This host takes BTF tracepoints where a hook has them: the story again on
+/// classic tracepoints alone, the rung of kernels without BTF.
+fn classic_tracepoint_tests() -> Result<()> {
+    let mut cargo_test = Command::new("cargo");
+    cargo_test.current_dir(workspace_root()).args(["test", "-p", "tcptrace", "--features", KERNEL_TESTS]);
+    cargo_test.args(["--test", "kernel", "--test", "story", "--test", "filters"]);
+    cargo_test.env("TCPTRACE_TEST_ATTACH", "tracepoint");
+    if !is_root() {
+        cargo_test.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E");
+    }
+    eprintln!("xtask: kernel tests again on classic tracepoints only");
+    run(&mut cargo_test)
 }
 
 /// Kernel and attach method pairs the real-kernel tests run under again, so
