@@ -310,7 +310,10 @@ pub fn attach_all(
                     }
                     break;
                 }
-                Err(error) => report.refused.push(format!("{}: {}", rung.describe(), brief(&error))),
+                Err(error) => {
+                    log::debug!("{}: {error:?}", rung.describe());
+                    report.refused.push(format!("{}: {}", rung.describe(), brief(&error)));
+                }
             }
         }
         // A function probe asked for must serve every hook that offers it;
