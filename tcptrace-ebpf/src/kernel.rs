@@ -61,8 +61,7 @@ pub fn local_port_of(sk: u64) -> u16 {
     read(sk, config!(offsets.sock_num)).unwrap_or(0)
 }
 
-/// The socket's protocol (IPPROTO_TCP is 6).
-/// For a BTF-typed socket (see `load`).
+/// The protocol of a BTF-typed socket (see `load`); IPPROTO_TCP is 6.
 pub fn protocol_of(sk: u64) -> u16 {
     load(sk, config!(offsets.sock_protocol))
 }

@@ -119,9 +119,21 @@ pub static FILTER_ADDRS: LpmTrie<AddrKey, u8> = LpmTrie::with_max_entries(1024, 
 
 /// Room to build a template for a new connection, or an event for a socket
 /// nobody tracks: the BPF stack (512 B) is too small to hold one beside
-/// everything else.
+/// everything else. One slot per program that uses it: a BTF tracepoint's
+/// program may interrupt another of ours on the same CPU (a softirq during a
+/// syscall), and must not overwrite what that one is building.
 #[map]
-pub static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
+pub static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(scratch_slot::COUNT, 0);
+
+/// `SCRATCH` slots, by user.
+pub mod scratch_slot {
+    pub const STATE: u32 = 0;
+    pub const SEND_RESET: u32 = 1;
+    pub const RECEIVE_RESET: u32 = 2;
+    pub const RETRANSMIT: u32 = 3;
+    pub const RETRANSMIT_SYNACK: u32 = 4;
+    pub const COUNT: u32 = 5;
+}
 
 /// Per-CPU counters indexed by `tcptrace_common::counter`.
 #[map]
@@ -129,7 +141,9 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::C
 
 pub fn count(index: u32) {
     if let Some(slot) = COUNTERS.get_ptr_mut(index) {
-        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        // SAFETY: this CPU's slot. Not atomic (core has no atomic add for
+        // BPF): a BTF tracepoint's program interrupting another of ours
+        // mid-increment on this CPU can lose one count.
         unsafe { *slot += 1 };
     }
 }
@@ -141,9 +155,9 @@ pub fn counted<E>(update: Result<(), E>) {
     }
 }
 
-/// This CPU's scratch template, zeroed.
-pub fn scratch() -> Option<&'static mut Event> {
-    let slot = SCRATCH.get_ptr_mut(0)?;
+/// This CPU's scratch template for one program (`scratch_slot`), zeroed.
+pub fn scratch(user: u32) -> Option<&'static mut Event> {
+    let slot = SCRATCH.get_ptr_mut(user)?;
     crate::emit::zero_event(slot);
     // SAFETY: this CPU's slot, used only within one program run.
     Some(unsafe { &mut *slot })

@@ -16,7 +16,7 @@ use tcptrace_common::{
 use crate::{
     emit::{emit, emit_connect_once},
     kernel::{SockTuple, netns_of, netns_of_skb},
-    maps::{CONNS, config, scratch},
+    maps::{CONNS, config, scratch, scratch_slot},
     record::{RecordTuple, Tuple, at, bytes, fill_tuple},
 };
 
@@ -33,7 +33,7 @@ pub fn tcptrace_send_reset(ctx: TracePointContext) -> u32 {
         report(conn, reset::SENT);
         return 0;
     }
-    let Some(event) = scratch() else { return 0 };
+    let Some(event) = scratch(scratch_slot::SEND_RESET) else { return 0 };
     event.sock_addr = sk;
     event.new_state = at::<i32>(&ctx, send_reset::STATE) as u8;
     event.netns = if sk != 0 { netns_of(sk) } else { netns_of_skb(at(&ctx, send_reset::SKBADDR)) };
@@ -78,7 +78,7 @@ fn on_receive_reset<T: Tuple>(tuple: &T, sk: u64) {
         report(conn, reset::RECEIVED);
         return;
     }
-    let Some(event) = scratch() else { return };
+    let Some(event) = scratch(scratch_slot::RECEIVE_RESET) else { return };
     event.sock_addr = sk;
     event.netns = netns_of(sk);
     tuple.fill(event);

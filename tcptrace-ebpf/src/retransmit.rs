@@ -14,7 +14,7 @@ use tcptrace_common::{
 use crate::{
     emit::{emit, emit_connect_once, set_owner},
     kernel::{SockTuple, netns_of, state_of},
-    maps::{CONNS, LISTENERS, scratch},
+    maps::{CONNS, LISTENERS, scratch, scratch_slot},
     record::{RecordTuple, Tuple, at, fill_tuple},
 };
 
@@ -50,7 +50,7 @@ fn on_retransmit<T: Tuple>(tuple: &T, sk: u64, state: u8) {
         emit(conn, kind::RETRANSMIT, now(), conn.new_state);
         return;
     }
-    let Some(event) = scratch() else { return };
+    let Some(event) = scratch(scratch_slot::RETRANSMIT) else { return };
     event.sock_addr = sk;
     event.new_state = state;
     event.netns = netns_of(sk);
@@ -63,7 +63,7 @@ fn on_retransmit<T: Tuple>(tuple: &T, sk: u64, state: u8) {
 #[tracepoint]
 pub fn tcptrace_retransmit_synack(ctx: TracePointContext) -> u32 {
     let listener: u64 = at(&ctx, synack::SKADDR);
-    let Some(event) = scratch() else { return 0 };
+    let Some(event) = scratch(scratch_slot::RETRANSMIT_SYNACK) else { return 0 };
     // The request socket's address: the same for every retransmit of it.
     event.sock_addr = at(&ctx, synack::REQ);
     event.new_state = tcp_state::SYN_RECV;

@@ -14,7 +14,7 @@ use tcptrace_common::{
 use crate::{
     emit::{current_owner, emit, emit_connect_once, set_owner, zero_event},
     kernel::{SockTuple, cookie_of, fill_close_stats, netns_of, protocol_of, synack_rtt_us},
-    maps::{CONNECTING, CONNS, LISTENERS, PENDING_CONNECT, count, counted, scratch},
+    maps::{CONNECTING, CONNS, LISTENERS, PENDING_CONNECT, count, counted, scratch, scratch_slot},
     record::{RecordTuple, Tuple, at},
 };
 
@@ -68,14 +68,14 @@ fn on_state<T: Tuple>(tuple: &T, sk: u64, old: u8, new: u8) -> Result<(), i64> {
         // A listener that was listening before tracing started is closing.
         None if old == tcp::LISTEN && new == tcp::CLOSE => {
             let mut listener = ListenerKey { netns: netns_of(sk), port: 0, _pad: 0 };
-            let fresh = scratch().ok_or(0)?;
+            let fresh = scratch(scratch_slot::STATE).ok_or(0)?;
             tuple.fill(fresh);
             listener.port = fresh.sport;
             let _ = LISTENERS.remove(&listener);
             return Ok(());
         }
         None => {
-            let fresh = scratch().ok_or(0)?;
+            let fresh = scratch(scratch_slot::STATE).ok_or(0)?;
             first_sight(tuple, fresh, sk, old, new, now);
             if CONNS.insert(&sk, fresh, 0).is_err() {
                 count(counter::CONN_MAP_FULL);

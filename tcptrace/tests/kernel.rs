@@ -167,8 +167,7 @@ fn unloads_on(signal: i32) {
     let (status, stderr) = tracer.wait_exit();
     assert!(status.success(), "{status:?}\n{stderr}");
     assert!(stderr.lines().last().is_some_and(|l| l.contains("events,") && l.contains("lost")), "{stderr}");
-    let still_loaded: Vec<u32> =
-        aya::programs::loaded_programs().filter_map(Result::ok).map(|p| p.id()).filter(|id| ids.contains(id)).collect();
+    let still_loaded = support::still_loaded_after_exit(&ids);
     assert!(still_loaded.is_empty(), "programs {still_loaded:?} still loaded after exit");
 }
 

@@ -63,8 +63,7 @@ fn stalled_reader_never_holds_up_sigterm() {
     let summary = stderr.lines().last().unwrap_or_default();
     assert!(summary.contains(" events, ") && summary.contains("output stalled"), "{stderr}");
     assert!(number_before(summary, "output").is_some_and(|n| n > 0), "{summary}");
-    let still_loaded: Vec<u32> =
-        aya::programs::loaded_programs().filter_map(Result::ok).map(|p| p.id()).filter(|id| ids.contains(id)).collect();
+    let still_loaded = support::still_loaded_after_exit(&ids);
     assert!(still_loaded.is_empty(), "programs {still_loaded:?} still loaded after exit");
 
     // A reader that comes back after the end finds only whole records.

@@ -77,11 +77,7 @@ fn holds_only_what_it_needs(args: &[&str], uid: u32, gid: u32) {
     let (exit, stderr) = tracer.stop();
     assert!(exit.success(), "{exit:?}\n{stderr}");
     assert!(stderr.lines().last().is_some_and(|l| l.contains("events,") && l.contains("0 lost")), "{stderr}");
-    let still_loaded: Vec<u32> = aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .map(|p| p.id())
-        .filter(|id| programs.contains(id))
-        .collect();
+    let still_loaded = support::still_loaded_after_exit(&programs);
     assert!(still_loaded.is_empty(), "programs {still_loaded:?} still loaded after exit");
 }
 

@@ -422,11 +422,7 @@ fn syslog_ng_collects_each_connection_within_a_second() {
         assert!(Instant::now() < deadline, "tcptrace {tracer} still runs after syslog-ng stopped");
         thread::sleep(Duration::from_millis(20));
     }
-    let still_loaded: Vec<u32> = aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .map(|p| p.id())
-        .filter(|id| programs.contains(id))
-        .collect();
+    let still_loaded = support::still_loaded_after_exit(&programs);
     assert!(still_loaded.is_empty(), "programs {still_loaded:?} still loaded after syslog-ng stopped");
 }
 

@@ -566,3 +566,22 @@ pub fn send_reset_reports_socketless_resets() -> bool {
             .is_ok_and(|format| format.contains("field:enum sk_rst_reason reason;"))
     })
 }
+
+/// Which of the eBPF programs `ids` are still loaded once the kernel has had
+/// a few seconds to free them: it frees a BTF tracepoint's program a little
+/// after the process holding its link exits (the link's release waits for an
+/// RCU grace period), so a check right at exit can still see it.
+pub fn still_loaded_after_exit(ids: &[u32]) -> Vec<u32> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let loaded: Vec<u32> = aya::programs::loaded_programs()
+            .filter_map(Result::ok)
+            .map(|p| p.id())
+            .filter(|id| ids.contains(id))
+            .collect();
+        if loaded.is_empty() || Instant::now() > deadline {
+            return loaded;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
