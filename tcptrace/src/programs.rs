@@ -1,8 +1,9 @@
 //! The kernel's own statistics of our attached programs, read from
 //! /proc/self/fdinfo of their fds: run time and runs (counted only while BPF
 //! stats are on) and recursion misses, always counted: runs the kernel
-//! skipped because another eBPF program was already running on that CPU (a
-//! softirq's TCP work interrupting one, say). A skipped run's events are
+//! skipped because an eBPF program was already running on that CPU (a
+//! softirq's TCP work interrupting one, say): any tracepoint or kprobe
+//! program for those, the same program for BTF tracepoints and fentry. A skipped run's events are
 //! missing, so the session reports them like lost events. Kernels count them
 //! for fentry since 5.12 and for tracepoints and kprobes since 6.7; before,
 //! such skips are invisible.

@@ -28,12 +28,7 @@ pub fn test() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
-    let mut cargo_test = Command::new("cargo");
-    cargo_test.current_dir(&root).args(["test", "--workspace", "--features", KERNEL_TESTS]);
-    if !is_root() {
-        cargo_test.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E");
-    }
-    run(&mut cargo_test)?;
+    run(cargo_test().args(["--workspace", "--features", KERNEL_TESTS]))?;
     classic_tracepoint_tests()?;
     kernel_tests()?;
     // A short run so the benchmark command cannot rot; its numbers mean nothing here.
@@ -71,15 +66,21 @@ fn ensure_pinned_rustc() -> Result<()> {
 /// This host takes BTF tracepoints where a hook has them: the story again on
 /// classic tracepoints alone, the rung of kernels without BTF.
 fn classic_tracepoint_tests() -> Result<()> {
-    let mut cargo_test = Command::new("cargo");
-    cargo_test.current_dir(workspace_root()).args(["test", "-p", "tcptrace", "--features", KERNEL_TESTS]);
-    cargo_test.args(["--test", "kernel", "--test", "story", "--test", "filters"]);
-    cargo_test.env("TCPTRACE_TEST_ATTACH", "tracepoint");
-    if !is_root() {
-        cargo_test.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E");
-    }
     eprintln!("xtask: kernel tests again on classic tracepoints only");
-    run(&mut cargo_test)
+    run(cargo_test()
+        .args(["-p", "tcptrace", "--features", KERNEL_TESTS])
+        .args(["--test", "kernel", "--test", "story", "--test", "filters"])
+        .env("TCPTRACE_TEST_ATTACH", "tracepoint"))
+}
+
+/// `cargo test` in the workspace, run as root (the real-kernel tests need it).
+fn cargo_test() -> Command {
+    let mut command = Command::new("cargo");
+    command.current_dir(workspace_root()).arg("test");
+    if !is_root() {
+        command.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E");
+    }
+    command
 }
 
 /// Kernel and attach method pairs the real-kernel tests run under again, so
