@@ -67,14 +67,20 @@ fn events_name_user_container_and_exe_and_cgroup_filters_them() {
     let container = cgroup.child(&format!("docker-{CONTAINER}.scope"));
     let as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
     let procs = cgroup.procs(&container);
-    let mut inside = ns.peer_in(Some(&procs), &as_nobody, None, &["server", "127.0.0.1", &port_in.to_string(), "1"]);
+    // It answers one request, then stays until told, so its executable can
+    // still be read when its events are (a slow guest lags behind).
+    let port = port_in.to_string();
+    let steps = ["talk", "accept", "127.0.0.1", &port, "recv:100", "send:1000", "eof", "close", "wait"];
+    let mut inside = ns.peer_in(Some(&procs), &as_nobody, None, &steps);
     assert_eq!(inside.line(), "listening");
     let mut outside = ns.server("127.0.0.1", port_out, 1);
     ns.client("127.0.0.1", port_out);
     ns.client("127.0.0.1", port_in);
-    assert!(inside.wait().success() && outside.wait().success());
+    assert!(outside.wait().success());
 
     let events = tracer.wait_for("the contained server's close", |ev| count(ev, ns.inode, port_in, "close") == 1);
+    inside.send_line();
+    assert!(inside.wait().success());
     let server_end: Vec<&Value> = of_port(&events, ns.inode, port_in);
     assert!(server_end.len() >= 3, "{}", support::dump(&events));
     for event in &events {
