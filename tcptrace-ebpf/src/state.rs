@@ -22,8 +22,8 @@ pub const IPPROTO_TCP: u16 = 6;
 
 /// The classic tracepoint: the kernel formats its record before the program
 /// runs, and skips the program (counted as a recursion miss) whenever any
-/// other eBPF program is running on the CPU, as when a packet's softirq
-/// interrupts one.
+/// tracepoint or kprobe eBPF program is already running on the CPU, as when
+/// a packet's softirq interrupts one.
 #[tracepoint]
 pub fn tcptrace_state(ctx: TracePointContext) -> u32 {
     if at::<u16>(&ctx, PROTOCOL) == IPPROTO_TCP {
