@@ -21,9 +21,13 @@ use crate::{
 };
 
 mod detail;
+mod telling;
 mod units;
 
-use self::detail::{short_details, write_detail};
+use self::{
+    detail::{write_detail, write_short_detail},
+    telling::Facts,
+};
 
 /// The default view's lines never pass this many characters with IPv4 addresses.
 pub const LINE_WIDTH: usize = 120;
@@ -51,11 +55,22 @@ pub struct HumanWriter<W: Write> {
     /// When tracing started, for `-t`.
     origin: SystemTime,
     line: String,
+    /// Scratch for the default view's detail, kept to spare an allocation a line.
+    facts: Facts,
+    /// `netns:N` for an event from another namespace, likewise reused.
+    netns: String,
 }
 
 impl<W: Write> HumanWriter<W> {
     pub fn new(out: W, view: View) -> Self {
-        Self { out, view, origin: SystemTime::UNIX_EPOCH, line: String::with_capacity(256) }
+        Self {
+            out,
+            view,
+            origin: SystemTime::UNIX_EPOCH,
+            line: String::with_capacity(256),
+            facts: Facts::default(),
+            netns: String::new(),
+        }
     }
 
     fn widths(&self) -> &'static Widths {
@@ -78,53 +93,100 @@ impl<W: Write> HumanWriter<W> {
         let widths = self.widths();
         let wide = self.view.wide;
         let time_width = self.time_width();
-        let stamp = Stamp { time: event.time, format: self.view.time, origin: self.origin, micros: wide };
         let line = &mut self.line;
         line.clear();
+        let stamp = Stamp { time: event.time, format: self.view.time, origin: self.origin, micros: wide };
+        stamp.write(line);
+        pad_column(line, 0, time_width);
         let kind = if wide { event.kind.name() } else { short_kind(event.kind) };
-        let _ = write!(line, "{stamp:<time_width$} {kind:<0$} ", widths.event);
-        let user = match (&event.owner, &event.identity.user) {
-            (None, _) => Cow::Borrowed("-"),
-            (Some(_), Some(name)) => Cow::Borrowed(&**name),
-            (Some(owner), None) => Cow::Owned(owner.uid.to_string()),
+        let _ = write!(line, " {kind:<0$} ", widths.event);
+        let _ = match event.owner {
+            Some(owner) => write!(line, "{:>PID$} ", owner.pid),
+            None => write!(line, "{:>PID$} ", "-"),
         };
-        let comm = event.owner.as_ref().map_or(Cow::Borrowed("-"), |owner| owner.comm.as_str());
-        let pid = event.owner.map_or_else(|| "-".to_owned(), |owner| owner.pid.to_string());
-        let (user, comm) = if wide { (user, comm) } else { (clip(&user, widths.user), clip(&comm, widths.comm)) };
-        let _ = write!(line, "{pid:>0$} {user:<1$} {comm:<2$} ", PID, widths.user, widths.comm);
-        let (local, remote) = endpoints(event);
-        let (local, remote) =
-            if wide { (local, remote) } else { (shorten_addr(local, widths.addr), shorten_addr(remote, widths.addr)) };
-        let _ = write!(line, "{local:<0$} {remote:<0$}", widths.addr);
+        let cut = |shorten| if wide { Cut::Never } else { shorten };
+        let start = line.len();
+        let _ = match (&event.owner, &event.identity.user) {
+            (None, _) => write!(line, "-"),
+            (Some(_), Some(name)) => write!(line, "{name}"),
+            (Some(owner), None) => write!(line, "{}", owner.uid),
+        };
+        end_column(line, start, widths.user, cut(Cut::Clip));
+        line.push(' ');
+        let start = line.len();
+        match &event.owner {
+            Some(owner) => line.push_str(&owner.comm.as_str()),
+            None => line.push('-'),
+        }
+        end_column(line, start, widths.comm, cut(Cut::Clip));
+        let (local_service, remote_service) = services(event);
+        for (addr, service) in [(event.local, local_service), (event.remote, remote_service)] {
+            line.push(' ');
+            let start = line.len();
+            write_endpoint(line, addr, service);
+            end_column(line, start, widths.addr, cut(Cut::Address));
+        }
         let foreign_netns = event.netns.filter(|&netns| netns != self.view.own_netns);
         if wide {
-            let mut detail = String::new();
-            write_detail(&mut detail, event);
-            if let Some(netns) = foreign_netns {
-                let _ = write!(detail, " netns:{netns}");
-            }
-            write_identity(&mut detail, event);
             line.push(' ');
-            line.push_str(detail.trim_start());
-        } else {
-            let room = LINE_WIDTH.saturating_sub(line.chars().count() + 1);
-            let mut tellings = short_details(event);
-            // Another namespace is said where it fits beside a telling.
+            let start = line.len();
+            write_detail(line, event);
             if let Some(netns) = foreign_netns {
-                tellings = tellings
-                    .into_iter()
-                    .flat_map(|telling| [format!("{telling} netns:{netns}").trim_start().to_owned(), telling])
-                    .collect();
+                let _ = write!(line, " netns:{netns}");
             }
-            let detail = fit(&tellings, room);
-            if !detail.is_empty() {
-                line.push(' ');
-                line.push_str(&detail);
+            write_identity(line, event);
+            let blank = line[start..].len() - line[start..].trim_start().len();
+            line.replace_range(start..start + blank, "");
+        } else {
+            let room = LINE_WIDTH.saturating_sub(width_of(line) + 1);
+            // Another namespace is said where it fits beside a telling.
+            let netns = &mut self.netns;
+            netns.clear();
+            if let Some(foreign) = foreign_netns {
+                let _ = write!(netns, "netns:{foreign}");
             }
+            let suffix = (!netns.is_empty()).then_some(netns.as_str());
+            write_short_detail(line, event, room, suffix, &mut self.facts);
         }
         let end = line.trim_end().len();
         line.truncate(end);
     }
+}
+
+/// How a column's text too long for it is cut short.
+#[derive(Clone, Copy)]
+enum Cut {
+    /// The wide view: columns grow.
+    Never,
+    /// A `+` for the tail, as `ps` does.
+    Clip,
+    /// [`shorten_addr`]: the port is kept.
+    Address,
+}
+
+/// Ends the column whose text began at `start`: cut to `width` as `cut`
+/// says, then padded to it.
+fn end_column(line: &mut String, start: usize, width: usize, cut: Cut) {
+    if !matches!(cut, Cut::Never) && width_of(&line[start..]) > width {
+        // Rare (IPv6, long names): the allocation is fine here.
+        let text = line.split_off(start);
+        match cut {
+            Cut::Address => line.push_str(&shorten_addr(text, width)),
+            _ => line.push_str(&clip(&text, width)),
+        }
+    }
+    pad_column(line, start, width);
+}
+
+/// Spaces after the column's text that began at `start`, up to `width` characters.
+fn pad_column(line: &mut String, start: usize, width: usize) {
+    let used = width_of(&line[start..]);
+    line.extend(std::iter::repeat_n(' ', width.saturating_sub(used)));
+}
+
+/// Characters in `text`; lines are mostly ASCII, which needs no decoding.
+fn width_of(text: &str) -> usize {
+    if text.is_ascii() { text.len() } else { text.chars().count() }
 }
 
 /// The time column: time of day, date and time, or seconds since the start,
@@ -136,30 +198,28 @@ struct Stamp {
     micros: bool,
 }
 
-impl std::fmt::Display for Stamp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Stamp {
+    fn write(&self, out: &mut String) {
         let since = match self.format {
             TimeFormat::SinceStart => self.time.duration_since(self.origin),
             _ => self.time.duration_since(SystemTime::UNIX_EPOCH),
         };
         // Events that raced the start (hooks attach one by one) count from 0.
         let since = since.unwrap_or_default();
-        let fraction = match self.micros {
-            true => format!("{:06}", since.subsec_micros()),
-            false => format!("{:03}", since.subsec_millis()),
-        };
         let secs = since.as_secs();
         let (day, time) = (secs / 86_400, secs % 86_400);
-        let clock = format!("{:02}:{:02}:{:02}.{fraction}", time / 3600, time / 60 % 60, time % 60);
-        let text = match self.format {
-            TimeFormat::TimeOfDay => clock,
+        let _ = match self.format {
+            TimeFormat::TimeOfDay => write!(out, "{:02}:{:02}:{:02}", time / 3600, time / 60 % 60, time % 60),
             TimeFormat::DateTime => {
                 let (year, month, day) = civil_date(day);
-                format!("{year:04}-{month:02}-{day:02} {clock}")
+                write!(out, "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", time / 3600, time / 60 % 60, time % 60)
             }
-            TimeFormat::SinceStart => format!("{secs}.{fraction}"),
+            TimeFormat::SinceStart => write!(out, "{secs}"),
         };
-        f.pad(&text)
+        let _ = match self.micros {
+            true => write!(out, ".{:06}", since.subsec_micros()),
+            false => write!(out, ".{:03}", since.subsec_millis()),
+        };
     }
 }
 
@@ -221,33 +281,41 @@ fn shorten_addr(addr: String, width: usize) -> String {
     }
 }
 
-/// The first of `tellings` that fits in `room` characters, or the last cut short.
-fn fit(tellings: &[String], room: usize) -> Cow<'_, str> {
-    match tellings.iter().find(|telling| telling.chars().count() <= room) {
-        Some(telling) => Cow::Borrowed(telling),
-        None => tellings.last().map_or(Cow::Borrowed(""), |telling| clip(telling, room)),
-    }
-}
-
-/// Both addresses, the server side's port by its service name, as `ss`
+/// The service name of each side's port, for the server side only, as `ss`
 /// prints it (`127.0.0.1:http`); JSON keeps the number.
-fn endpoints(event: &ConnEvent) -> (String, String) {
-    let plain = |addr: SocketAddr| addr.to_string();
-    let named = |addr: SocketAddr, name: &str| match addr {
-        SocketAddr::V4(v4) => format!("{}:{name}", v4.ip()),
-        SocketAddr::V6(v6) => format!("[{}]:{name}", v6.ip()),
-    };
-    let Some((port, name)) = &event.service else { return (plain(event.local), plain(event.remote)) };
+fn services(event: &ConnEvent) -> (Option<&str>, Option<&str>) {
+    let Some((port, name)) = &event.service else { return (None, None) };
     let local_is_server = match event.direction {
         Direction::Inbound => true,
         Direction::Outbound => false,
         Direction::Unknown => event.local.port() == *port,
     };
-    if local_is_server {
-        (named(event.local, name), plain(event.remote))
-    } else {
-        (plain(event.local), named(event.remote, name))
+    if local_is_server { (Some(name), None) } else { (None, Some(name)) }
+}
+
+/// An address and its port, or the port's service name. IPv4, most lines,
+/// is written digit by digit: std's Display is a tenth of a line's cost.
+fn write_endpoint(out: &mut String, addr: SocketAddr, service: Option<&str>) {
+    let mut digits = itoa::Buffer::new();
+    match addr {
+        SocketAddr::V4(v4) => {
+            for (index, octet) in v4.ip().octets().into_iter().enumerate() {
+                if index > 0 {
+                    out.push('.');
+                }
+                out.push_str(digits.format(octet));
+            }
+        }
+        SocketAddr::V6(v6) if service.is_none() => {
+            let _ = write!(out, "{v6}");
+            return;
+        }
+        SocketAddr::V6(v6) => {
+            let _ = write!(out, "[{}]", v6.ip());
+        }
     }
+    out.push(':');
+    out.push_str(service.unwrap_or_else(|| digits.format(addr.port())));
 }
 
 /// Enough of a container id to tell containers apart, as `docker ps` shows it.

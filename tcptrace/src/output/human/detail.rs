@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use super::{
     short_state,
+    telling::{Facts, Telling},
     units::{Brief, Bytes, Short},
 };
 use crate::{
@@ -11,68 +12,96 @@ use crate::{
     lifecycle::{CloseFacts, CloseKind},
 };
 
-/// The default view's detail of each kind, as it may be told: the fullest
-/// first, then shorter ones that keep the most useful facts.
-pub fn short_details(event: &ConnEvent) -> Vec<String> {
-    let age = event.age.map(|age| Brief(age).to_string());
-    let join = |facts: &[Option<&str>]| facts.iter().flatten().copied().collect::<Vec<_>>().join(" ");
-    match &event.detail {
+/// The default view's detail of each kind, after a space: the fullest
+/// telling that fits in `room` characters, then shorter ones that keep the
+/// most useful facts. `suffix` (another namespace) is said where it fits.
+pub fn write_short_detail(out: &mut String, event: &ConnEvent, room: usize, suffix: Option<&str>, facts: &mut Facts) {
+    facts.clear();
+    let age = event.age.map(Brief);
+    let tellings: &[Telling] = match &event.detail {
         Detail::None if event.kind == EventKind::Snapshot => {
-            let state = short_state(event.state);
-            let direction = (event.direction != Direction::Unknown).then(|| event.direction.name());
-            vec![join(&[direction, Some(state), Some("at start")]), join(&[Some(state), Some("at start")])]
+            facts.add((event.direction != Direction::Unknown).then(|| event.direction.name()));
+            facts.add(Some(short_state(event.state)));
+            facts.add(Some("at start"));
+            &[&[0, 1, 2], &[1, 2]]
         }
-        Detail::None => vec![String::new()],
+        Detail::None => &[&[]],
         Detail::Established { handshake } => {
-            let handshake = handshake.map(|handshake| Brief(handshake).to_string());
-            let direction = Some(event.direction.name());
-            vec![join(&[direction, handshake.as_deref()]), join(&[direction])]
+            facts.add(Some(event.direction.name()));
+            facts.add(handshake.map(Brief));
+            &[&[0, 1], &[0]]
         }
-        Detail::Close(facts) => close_details(facts, age.as_deref()),
+        Detail::Close(close) => close_facts(facts, close, age),
         Detail::Failed { reason, error } => {
             // The errno mostly repeats the reason: it goes first.
-            let (reason, error) = (Some(reason.name()), error.map(|error| error.to_string()));
-            vec![join(&[reason, age.as_deref(), error.as_deref()]), join(&[reason, age.as_deref()]), join(&[reason])]
+            facts.add(Some(reason.name()));
+            facts.add(age);
+            facts.add(*error);
+            &[&[0, 1, 2], &[0, 1], &[0]]
         }
         Detail::State { old } => {
-            let new = short_state(event.state);
-            vec![format!("{} -> {new}", short_state(*old)), format!("-> {new}")]
+            facts.add(Some(short_state(*old)));
+            facts.add(Some("->"));
+            facts.add(Some(short_state(event.state)));
+            &[&[0, 1, 2], &[1, 2]]
         }
-        Detail::Retransmit => vec![format!("in {}", short_state(event.state)), short_state(event.state).to_owned()],
-        Detail::Reset { sent: true, reason } => vec![join(&[Some("sent"), reason.as_deref()])],
-        Detail::Reset { sent: false, .. } => vec!["received".to_owned()],
-    }
+        Detail::Retransmit => {
+            facts.add(Some("in"));
+            facts.add(Some(short_state(event.state)));
+            &[&[0, 1], &[1]]
+        }
+        Detail::Reset { sent: true, reason } => {
+            facts.add(Some("sent"));
+            facts.add(reason.as_deref());
+            &[&[0, 1]]
+        }
+        Detail::Reset { sent: false, .. } => {
+            facts.add(Some("received"));
+            &[&[0]]
+        }
+    };
+    facts.write_fitting(out, tellings, suffix, room);
 }
 
 /// A close, from the fullest telling to the shortest: who ended it and how,
 /// its lifetime, bytes out/in, then the error, retransmissions and smoothed
 /// RTT. Who ended it goes before the bytes do (an RST's direction tells).
-fn close_details(facts: &CloseFacts, age: Option<&str>) -> Vec<String> {
-    let how = match facts.kind {
+fn close_facts(facts: &mut Facts, close: &CloseFacts, age: Option<Brief>) -> &'static [Telling] {
+    const WHO_HOW: usize = 0;
+    const AGE: usize = 1;
+    const BYTES: usize = 2;
+    const ERROR: usize = 3;
+    const RETRANSMITS: usize = 4;
+    const RTT: usize = 5;
+    const HOW: usize = 6;
+    let how = match close.kind {
         CloseKind::Fin => "fin",
         CloseKind::RstSent => "rst_sent",
         CloseKind::RstReceived => "rst_rcvd",
         CloseKind::Timeout => "timeout",
     };
-    let who_how = match facts.closed_by {
-        Some(side) => format!("{} {how}", side.name()),
-        None => how.to_owned(),
-    };
-    let bytes = format!("{}/{}", Bytes(facts.bytes_sent), Bytes(facts.bytes_received));
-    let error = facts.error.map(|error| error.to_string());
-    let retransmits = (facts.retransmits > 0).then(|| format!("{}retx", facts.retransmits));
-    let rtt = format!("rtt {}", Brief(facts.srtt));
-    let join = |facts: &[Option<&str>]| facts.iter().flatten().copied().collect::<Vec<_>>().join(" ");
-    let (who_how, how, bytes) = (Some(who_how.as_str()), Some(how), Some(bytes.as_str()));
-    vec![
-        join(&[who_how, age, bytes, error.as_deref(), retransmits.as_deref(), Some(&rtt)]),
-        join(&[who_how, age, bytes, error.as_deref(), retransmits.as_deref()]),
-        join(&[who_how, age, bytes, error.as_deref()]),
-        join(&[who_how, age, bytes]),
-        join(&[how, age, bytes]),
-        join(&[who_how, age]),
-        join(&[who_how]),
-        join(&[how]),
+    match close.closed_by {
+        Some(side) => facts.add(Some(format_args!("{} {how}", side.name()))),
+        None => facts.add(Some(how)),
+    }
+    facts.add(age);
+    facts.add(Some(format_args!("{}/{}", Bytes(close.bytes_sent), Bytes(close.bytes_received))));
+    facts.add(close.error);
+    match close.retransmits {
+        0 => facts.add(None::<&str>),
+        retransmits => facts.add(Some(format_args!("{retransmits}retx"))),
+    }
+    facts.add(Some(format_args!("rtt {}", Brief(close.srtt))));
+    facts.add(Some(how));
+    &[
+        &[WHO_HOW, AGE, BYTES, ERROR, RETRANSMITS, RTT],
+        &[WHO_HOW, AGE, BYTES, ERROR, RETRANSMITS],
+        &[WHO_HOW, AGE, BYTES, ERROR],
+        &[WHO_HOW, AGE, BYTES],
+        &[HOW, AGE, BYTES],
+        &[WHO_HOW, AGE],
+        &[WHO_HOW],
+        &[HOW],
     ]
 }
 

@@ -93,11 +93,23 @@ fn clipping() {
     assert_eq!(clip("curl", 12), "curl");
     assert_eq!(shorten_addr("[2001:db8:85a3::8a2e:370:7334]:443".into(), 21), "[2001:db8:85a3:+]:443");
     assert_eq!(shorten_addr("255.255.255.255:65535".into(), 21), "255.255.255.255:65535");
-    let tellings = ["local fin 4.2s 1.2M/3.4K".to_owned(), "local fin 4.2s".to_owned(), "fin".to_owned()];
-    assert_eq!(fit(&tellings, 24), "local fin 4.2s 1.2M/3.4K");
-    assert_eq!(fit(&tellings, 23), "local fin 4.2s");
-    assert_eq!(fit(&tellings, 3), "fin");
-    assert_eq!(fit(&tellings, 2), "f+");
+    let mut facts = telling::Facts::default();
+    for fact in ["local fin", "4.2s", "1.2M/3.4K", "fin"] {
+        facts.add(Some(fact));
+    }
+    facts.add(None::<&str>);
+    let tellings: &[telling::Telling] = &[&[0, 4, 1, 2], &[0, 1], &[3]];
+    let fitting = |room, suffix| {
+        let mut out = String::new();
+        facts.write_fitting(&mut out, tellings, suffix, room);
+        out
+    };
+    assert_eq!(fitting(24, None), " local fin 4.2s 1.2M/3.4K");
+    assert_eq!(fitting(23, None), " local fin 4.2s");
+    assert_eq!(fitting(3, None), " fin");
+    assert_eq!(fitting(2, None), " f+");
+    assert_eq!(fitting(23, Some("netns:7")), " local fin 4.2s netns:7");
+    assert_eq!(fitting(21, Some("netns:7")), " local fin 4.2s");
 }
 
 #[test]
@@ -108,7 +120,9 @@ fn dates() {
     let day = |text: &str| humantime::parse_rfc3339(text).expect("date");
     for text in ["2024-02-29T23:59:59.999Z", "2026-12-01T10:22:18.123Z", "2100-03-01T00:00:00.000Z"] {
         let stamp = Stamp { time: day(text), format: TimeFormat::DateTime, origin: day(text), micros: false };
-        assert_eq!(stamp.to_string(), text.replace('T', " ").replace('Z', ""));
+        let mut written = String::new();
+        stamp.write(&mut written);
+        assert_eq!(written, text.replace('T', " ").replace('Z', ""));
     }
 }
 
