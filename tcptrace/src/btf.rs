@@ -2,7 +2,7 @@
 //! the running kernel (`/sys/kernel/btf/vmlinux`). Rust eBPF gets no CO-RE
 //! relocations, so what the kernel programs use is looked up here and passed
 //! at load.
-use std::{fs::File, ops::Deref, path::Path};
+use std::{cell::RefCell, collections::HashMap, fs::File, ops::Deref, path::Path};
 
 use memmap2::{Mmap, MmapOptions};
 
@@ -50,6 +50,9 @@ pub struct Btf {
     records: Vec<u32>,
     strings_at: usize,
     strings_len: usize,
+    /// Named types found so far: each lookup is a scan of every type (~130,000),
+    /// and the offsets ask for the same dozen structs thirty times.
+    found: RefCell<HashMap<(u32, String), Option<(u32, Type)>>>,
 }
 
 /// The file's bytes, mapped or read.
@@ -121,7 +124,7 @@ impl Btf {
             };
             at = ty.trailing_at + trailing;
         }
-        Ok(Self { data, records, strings_at, strings_len })
+        Ok(Self { data, records, strings_at, strings_len, found: RefCell::default() })
     }
 
     fn record(data: &[u8], at: usize) -> Result<Type, BtfError> {
@@ -170,6 +173,16 @@ impl Btf {
 
     /// The id of the first type of `kind` named `name` (with members, for structs and enums).
     fn find(&self, kind: u32, name: &str) -> Option<(u32, Type)> {
+        let key = (kind, name.to_owned());
+        if let Some(&found) = self.found.borrow().get(&key) {
+            return found;
+        }
+        let found = self.scan(kind, name);
+        self.found.borrow_mut().insert(key, found);
+        found
+    }
+
+    fn scan(&self, kind: u32, name: &str) -> Option<(u32, Type)> {
         (1..self.records.len() as u32).find_map(|id| {
             let ty = self.type_by_id(id)?;
             let complete = !matches!(kind, KIND_STRUCT | KIND_ENUM | KIND_ENUM64) || ty.vlen > 0;
