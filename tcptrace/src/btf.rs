@@ -41,6 +41,9 @@ struct Type {
     trailing_at: usize,
 }
 
+/// A named type's id and record.
+type Found = (u32, Type);
+
 /// Kernel BTF, indexed but not expanded: the file's bytes and where each type
 /// record starts. Members are read from the bytes when asked for, so a parse
 /// allocates two buffers, not one object per type.
@@ -52,7 +55,7 @@ pub struct Btf {
     strings_len: usize,
     /// Named types found so far: each lookup is a scan of every type (~130,000),
     /// and the offsets ask for the same dozen structs thirty times.
-    found: RefCell<HashMap<(u32, String), Option<(u32, Type)>>>,
+    found: RefCell<HashMap<(u32, String), Option<Found>>>,
 }
 
 /// The file's bytes, mapped or read.
