@@ -5,6 +5,17 @@
 //! carries no `bool`, `Option` or data-carrying enum.
 #![no_std]
 
+pub mod counter;
+pub mod filter;
+mod load_config;
+mod offsets;
+pub mod tracepoint;
+
+// At the crate root, where both sides have always named them.
+pub use filter::{AddrKey, CgroupKey, CommKey, PidKey, PortKey};
+pub use load_config::LoadConfig;
+pub use offsets::KernelOffsets;
+
 /// Length of a task's `comm`, NUL included (the kernel's TASK_COMM_LEN).
 pub const COMM_LEN: usize = 16;
 
@@ -86,23 +97,6 @@ pub mod internal {
     /// The LISTEN -> SYN_RECV `state` event waits for the child's remote
     /// address, which some kernels fill in only after that transition.
     pub const SYN_RECV_PENDING: u8 = 4;
-}
-
-/// Indexes of the kernel's per-CPU `COUNTERS` array.
-pub mod counter {
-    /// Events dropped because the ring buffer was full.
-    pub const LOST_EVENTS: u32 = 0;
-    /// Connections not tracked because the connection map was full.
-    pub const CONN_MAP_FULL: u32 = 1;
-    /// Events the user's filters kept out of the ring buffer.
-    pub const FILTERED: u32 = 2;
-    /// Kernel map updates that failed (a full map, no memory).
-    pub const MAP_UPDATE_FAILED: u32 = 3;
-    /// Closes sent when the socket was freed: the state hook's run for the
-    /// way into CLOSE was skipped by the kernel.
-    pub const CLOSE_AT_DESTROY: u32 = 4;
-    /// Number of counters.
-    pub const COUNT: u32 = 5;
 }
 
 /// `Event::flags` bits.
@@ -210,130 +204,8 @@ pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
 const _: () = assert!(EVENT_SIZE == 160);
 const _: () = assert!(core::mem::align_of::<Event>() == 8);
 
-/// Byte offsets of the kernel struct members the programs read, taken from the
-/// running kernel's BTF at start: Rust eBPF gets no CO-RE relocations, so no
-/// offset of one kernel build may be compiled into the object.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KernelOffsets {
-    /// `sock_common.skc_net` (a `struct net *`).
-    pub sock_net: u32,
-    /// `net.ns.inum`: the namespace's inode number.
-    pub net_ns_inum: u32,
-    /// `sock_common.skc_num`: the local port, host byte order.
-    pub sock_num: u32,
-    /// `task_struct.files`.
-    pub task_files: u32,
-    /// `files_struct.fdt`.
-    pub files_fdt: u32,
-    /// `fdtable.fd`.
-    pub fdtable_fd: u32,
-    /// `file.private_data`: the `struct socket *` of a socket file.
-    pub file_private_data: u32,
-    /// `socket.sk`.
-    pub socket_sk: u32,
-    /// `sock_common.skc_cookie`: the socket's cookie, 0 until something asks for one.
-    pub sock_cookie: u32,
-    /// `sock.sk_err`: the error a process would see.
-    pub sock_err: u32,
-    /// `sock.__sk_common.skc_flags` (`sk_flags`), a bit set of `enum sock_flags`.
-    pub sock_flags: u32,
-    /// Not an offset: the bit of `sk_flags` that tcp_fin sets when the peer's
-    /// FIN arrives (`enum sock_flags` SOCK_DONE).
-    pub sock_flag_done: u32,
-    /// `tcp_sock.bytes_acked`.
-    pub tcp_bytes_acked: u32,
-    /// `tcp_sock.bytes_received`.
-    pub tcp_bytes_received: u32,
-    /// `tcp_sock.snd_una`: the first sequence number the peer has not acknowledged.
-    pub tcp_snd_una: u32,
-    /// `tcp_sock.write_seq`: one past the last sequence number queued to
-    /// send (our FIN included, once queued).
-    pub tcp_write_seq: u32,
-    /// `tcp_sock.segs_out`.
-    pub tcp_segs_out: u32,
-    /// `tcp_sock.segs_in`.
-    pub tcp_segs_in: u32,
-    /// `tcp_sock.total_retrans`.
-    pub tcp_total_retrans: u32,
-    /// `tcp_sock.srtt_us` (8 times the smoothed RTT).
-    pub tcp_srtt_us: u32,
-    /// `sk_buff.dev`.
-    pub skb_dev: u32,
-    /// `net_device.nd_net`: the device's namespace.
-    pub dev_net: u32,
-    // The connection's tuple, read from the socket where no tracepoint
-    // record carries it (tp_btf hooks get the raw `struct sock *`).
-    /// `sock_common.skc_family`.
-    pub sock_family: u32,
-    /// `sock_common.skc_daddr`: the remote IPv4 address.
-    pub sock_daddr: u32,
-    /// `inet_sock.inet_saddr`: the local IPv4 address.
-    pub inet_saddr: u32,
-    /// `inet_sock.inet_sport`: the local port, network byte order. Unlike
-    /// skc_num, it survives the port's release as the socket enters CLOSE.
-    pub inet_sport: u32,
-    /// `sock_common.skc_dport`: the remote port, network byte order.
-    pub sock_dport: u32,
-    /// `sock_common.skc_v6_daddr`.
-    pub sock_v6_daddr: u32,
-    /// `sock_common.skc_v6_rcv_saddr`.
-    pub sock_v6_rcv_saddr: u32,
-    /// `sock.sk_protocol`.
-    pub sock_protocol: u32,
-    /// `sock_common.skc_state`: the TCP state.
-    pub sock_state: u32,
-}
-
-/// Settings fixed at load time (the `CONFIG` global, read-only in the kernel).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LoadConfig {
-    pub offsets: KernelOffsets,
-    /// Bit `1 << kind` set: events of that kind are wanted.
-    pub events: u32,
-    /// Bits of `filter`: the filters in force. An event passes when it
-    /// matches every filter in force (AND across kinds), and a filter when
-    /// any of its values matches (OR within a kind).
-    pub filters: u32,
-    /// Non-zero: tcp:tcp_send_reset has the 6.10+ layout (reason, sockaddrs).
-    pub send_reset_has_reason: u8,
-    pub _pad: [u8; 3],
-}
-
-const _: () = assert!(core::mem::size_of::<LoadConfig>() == 31 * 4 + 12);
-
-/// `LoadConfig::filters` bits, each naming the kernel map that holds its values.
-pub mod filter {
-    /// Owner's pid in `FILTER_PIDS`.
-    pub const PID: u32 = 1;
-    /// Either port in `FILTER_PORTS`.
-    pub const PORT: u32 = 1 << 1;
-    /// Local port in `FILTER_LPORTS`.
-    pub const LPORT: u32 = 1 << 2;
-    /// Remote port in `FILTER_RPORTS`.
-    pub const RPORT: u32 = 1 << 3;
-    /// Owner's uid in `FILTER_UIDS`.
-    pub const UID: u32 = 1 << 4;
-    /// Owner's command name in `FILTER_COMMS`.
-    pub const COMM: u32 = 1 << 5;
-    /// Either address inside a prefix of `FILTER_ADDRS`.
-    pub const ADDR: u32 = 1 << 6;
-    /// Network namespace inode in `FILTER_NETNS`.
-    pub const NETNS: u32 = 1 << 7;
-    /// Owner's cgroup id in `FILTER_CGROUPS` (the given cgroups and their
-    /// descendants; the kernel adds cgroups created later under them).
-    pub const CGROUP: u32 = 1 << 10;
-    /// IPv4 connections (AF_INET, or AF_INET6 with IPv4-mapped addresses).
-    pub const IPV4: u32 = 1 << 8;
-    /// IPv6 connections (not IPv4-mapped).
-    pub const IPV6: u32 = 1 << 9;
-}
-
-#[cfg(feature = "user")]
-// SAFETY: plain old data, repr(C), every bit pattern valid, padding explicit.
-unsafe impl aya::Pod for LoadConfig {}
-
+// The LISTENERS map's value and key stay at the root, as Event does: the BTF
+// name of a map's type spells its key's and value's module paths.
 /// The process a socket belongs to.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -361,18 +233,6 @@ unsafe impl aya::Pod for Owner {}
 // SAFETY: as LoadConfig.
 unsafe impl aya::Pod for ListenerKey {}
 
-/// Key of the kernel's port filter maps.
-pub type PortKey = u16;
-/// Key of the kernel's pid, uid and netns filter maps.
-pub type PidKey = u32;
-/// Key of the kernel's cgroup filter map.
-pub type CgroupKey = u64;
-/// Key of the kernel's command name filter map: NUL padded, as `Event::comm`.
-pub type CommKey = [u8; COMM_LEN];
-/// Data of the kernel's address filter (an LPM trie keyed by prefix length):
-/// IPv6 bytes, IPv4 as `::ffff:a.b.c.d` so one trie serves both.
-pub type AddrKey = [u8; 16];
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,108 +249,5 @@ mod tests {
         assert_eq!(offset_of!(Event, comm), 132);
         assert_eq!(offset_of!(Event, family), 148);
         assert_eq!(offset_of!(Event, _pad), 157);
-    }
-
-    #[test]
-    fn load_config_has_no_implicit_padding() {
-        assert_eq!(core::mem::size_of::<KernelOffsets>(), 31 * 4);
-        assert_eq!(offset_of!(LoadConfig, events), 31 * 4);
-        assert_eq!(offset_of!(LoadConfig, filters), 31 * 4 + 4);
-        assert_eq!(offset_of!(LoadConfig, _pad), 31 * 4 + 9);
-    }
-}
-
-/// Where the kernel programs find fields in the classic tracepoint records
-/// they read (byte offsets, from each event's `format` file). Userspace checks
-/// the running kernel's formats against these before loading, so a kernel
-/// with another layout gets a clear error instead of garbage.
-pub mod tracepoint {
-    /// Ports and addresses of a record; addresses may sit at odd offsets.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub struct TupleLayout {
-        pub sport: usize,
-        pub dport: usize,
-        pub family: usize,
-        pub saddr: usize,
-        pub daddr: usize,
-        pub saddr_v6: usize,
-        pub daddr_v6: usize,
-    }
-
-    impl TupleLayout {
-        /// (field name, offset) pairs, for checking against a format file.
-        pub const fn fields(&self) -> [(&'static str, usize); 7] {
-            [
-                ("sport", self.sport),
-                ("dport", self.dport),
-                ("family", self.family),
-                ("saddr", self.saddr),
-                ("daddr", self.daddr),
-                ("saddr_v6", self.saddr_v6),
-                ("daddr_v6", self.daddr_v6),
-            ]
-        }
-    }
-
-    /// sock:inet_sock_set_state (stable since 4.16).
-    pub mod set_state {
-        use super::TupleLayout;
-        pub const SKADDR: usize = 8;
-        pub const OLDSTATE: usize = 16;
-        pub const NEWSTATE: usize = 20;
-        pub const PROTOCOL: usize = 30;
-        pub const TUPLE: TupleLayout =
-            TupleLayout { sport: 24, dport: 26, family: 28, saddr: 32, daddr: 36, saddr_v6: 40, daddr_v6: 56 };
-    }
-
-    /// The tcp_event_sk_skb class: tcp:tcp_retransmit_skb, and tcp:tcp_send_reset before 6.10.
-    pub mod sk_skb {
-        use super::TupleLayout;
-        pub const SKBADDR: usize = 8;
-        pub const SKADDR: usize = 16;
-        pub const STATE: usize = 24;
-        pub const TUPLE: TupleLayout =
-            TupleLayout { sport: 28, dport: 30, family: 32, saddr: 34, daddr: 38, saddr_v6: 42, daddr_v6: 58 };
-    }
-
-    /// tcp:tcp_send_reset since 6.10: a reason, then source and destination
-    /// as sockaddr_in6-sized images (family, port in network order, IPv4 at +4
-    /// or IPv6 at +8).
-    pub mod send_reset {
-        pub const SKBADDR: usize = 8;
-        pub const SKADDR: usize = 16;
-        pub const STATE: usize = 24;
-        pub const REASON: usize = 28;
-        pub const SADDR: usize = 32;
-        pub const DADDR: usize = 60;
-    }
-
-    /// The sock_msg_length class: sock:sock_send_length and
-    /// sock:sock_recv_length (Linux 6.3+), in the sending or receiving task.
-    pub mod sock_length {
-        pub const SK: usize = 8;
-        pub const PROTOCOL: usize = 18;
-    }
-
-    /// The tcp_event_sk class: tcp:tcp_receive_reset, tcp:tcp_destroy_sock.
-    pub mod sk {
-        use super::TupleLayout;
-        pub const SKADDR: usize = 8;
-        pub const TUPLE: TupleLayout =
-            TupleLayout { sport: 16, dport: 18, family: 20, saddr: 22, daddr: 26, saddr_v6: 30, daddr_v6: 46 };
-    }
-
-    /// tcp:tcp_retransmit_synack.
-    pub mod synack {
-        use super::TupleLayout;
-        pub const SKADDR: usize = 8;
-        pub const REQ: usize = 16;
-        pub const TUPLE: TupleLayout =
-            TupleLayout { sport: 24, dport: 26, family: 28, saddr: 30, daddr: 34, saddr_v6: 38, daddr_v6: 54 };
-    }
-
-    /// syscalls:sys_exit_*.
-    pub mod sys_exit {
-        pub const RET: usize = 16;
     }
 }
