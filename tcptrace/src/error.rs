@@ -53,6 +53,9 @@ pub enum LoadError {
     /// The thread reading the kernel's BTF panicked.
     #[error("reading the kernel's BTF failed unexpectedly")]
     BtfThread,
+    /// The thread listing the connections open at start panicked.
+    #[error("listing the connections open at start failed unexpectedly")]
+    SnapshotThread,
     /// A tracepoint's format file could not be read (kernel without it?).
     #[error("cannot read the format of tracepoint {name}: {source}")]
     Tracepoint { name: String, source: std::io::Error },

@@ -53,6 +53,11 @@ pub fn load(config: &Config) -> Result<Tracer, LoadError> {
     let ayas = std::thread::spawn(move || {
         (attach != Attach::Only(Method::Tracepoint)).then(|| aya::Btf::from_sys_fs().ok()).flatten()
     });
+    // The snapshot's dumps walk the kernel's whole established hash, TIME_WAIT
+    // included, once per namespace and family: tens of milliseconds on a busy
+    // host, needed only by attach time. They run meanwhile, too.
+    let wants_snapshot = config.events.contains(EventKind::Snapshot);
+    let snapshot = std::thread::spawn(move || wants_snapshot.then(|| Snapshot::take(Path::new("/proc"))));
     let btf = Btf::from_file(Path::new(BTF_PATH))?;
     let (offsets, fentry) = (kernel_offsets(&btf)?, fentry_allowed(&btf, attach));
     drop(btf);
@@ -73,8 +78,8 @@ pub fn load(config: &Config) -> Result<Tracer, LoadError> {
     fill_filters(&mut ebpf, &config.filters)?;
     phase("object and maps");
 
-    // Before attaching: the programs read the cookies this assigns.
-    let mut snapshot = config.events.contains(EventKind::Snapshot).then(|| Snapshot::take(Path::new("/proc")));
+    // Before attaching: the programs read the cookies the snapshot assigns.
+    let mut snapshot = snapshot.join().map_err(|_| LoadError::SnapshotThread)?;
     phase("snapshot (sock_diag)");
     let ayas = ayas.join().map_err(|_| LoadError::BtfThread)?;
     phase("aya's BTF parse");

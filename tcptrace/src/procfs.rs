@@ -60,12 +60,15 @@ pub fn for_each_owner(
                 HashMap::new()
             })
         });
+        // Read once per process, not per socket: a proxy holds tens of thousands.
+        let mut process = None;
+        let mut owner = || *process.get_or_insert_with(|| owner(&dir, pid, cgroup_mount.as_deref()));
         for inode in sockets {
             if let Some(&port) = listening.get(&inode) {
                 let key = ListenerKey { netns: netns as u32, port, _pad: 0 };
-                listener(key, owner(&dir, pid, cgroup_mount.as_deref()));
+                listener(key, owner());
             } else if held.contains(&inode) {
-                holder(inode, owner(&dir, pid, cgroup_mount.as_deref()));
+                holder(inode, owner());
             }
         }
     }
