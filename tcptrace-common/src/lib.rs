@@ -88,17 +88,6 @@ pub mod family {
     pub const INET6: u8 = 10;
 }
 
-/// `Event::internal` bits, kernel side only.
-pub mod internal {
-    /// The template is a listening socket's: its transitions are not a connection's.
-    pub const LISTENER: u8 = 1;
-    /// The `accept` event went out (two hooks may see the same accept).
-    pub const ACCEPTED: u8 = 2;
-    /// The LISTEN -> SYN_RECV `state` event waits for the child's remote
-    /// address, which some kernels fill in only after that transition.
-    pub const SYN_RECV_PENDING: u8 = 4;
-}
-
 /// `Event::flags` bits.
 pub mod flags {
     /// `tgid`, `uid` and `comm` name the owning process.
@@ -191,10 +180,7 @@ pub struct Event {
     pub closed_by: u8,
     /// Reset: one of `reset`.
     pub reset: u8,
-    /// Bits of `internal`: the kernel side's own bookkeeping in its
-    /// per-connection template. Userspace ignores them.
-    pub internal: u8,
-    pub _pad: [u8; 3],
+    pub _pad: [u8; 4],
 }
 
 /// The byte size userspace checks every record against.
@@ -241,13 +227,13 @@ mod tests {
     #[test]
     fn event_has_no_implicit_padding() {
         // Sum of field sizes equals the struct size: no hidden holes for garbage.
-        let fields = 8 * 7 + 16 * 2 + 4 * 10 + 2 * 2 + COMM_LEN + 9 + 3;
+        let fields = 8 * 7 + 16 * 2 + 4 * 10 + 2 * 2 + COMM_LEN + 8 + 4;
         assert_eq!(fields, EVENT_SIZE);
         assert_eq!(offset_of!(Event, saddr), 56);
         assert_eq!(offset_of!(Event, tgid), 88);
         assert_eq!(offset_of!(Event, sport), 128);
         assert_eq!(offset_of!(Event, comm), 132);
         assert_eq!(offset_of!(Event, family), 148);
-        assert_eq!(offset_of!(Event, _pad), 157);
+        assert_eq!(offset_of!(Event, _pad), 156);
     }
 }

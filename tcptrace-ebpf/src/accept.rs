@@ -13,12 +13,12 @@ use aya_ebpf::{
     programs::{FExitContext, RetProbeContext, TracePointContext},
 };
 use aya_log_ebpf::debug;
-use tcptrace_common::{internal, kind, tracepoint::sys_exit::RET};
+use tcptrace_common::{kind, tracepoint::sys_exit::RET};
 
 use crate::{
+    conn::{internal, tracked},
     emit::{current_owner, emit, set_owner},
     kernel::sock_of_fd,
-    maps::CONNS,
 };
 
 #[fexit(function = "inet_csk_accept")]
@@ -55,15 +55,14 @@ fn on_accept(sk: u64) {
     if sk == 0 {
         return;
     }
-    let Some(conn) = CONNS.get_ptr_mut(&sk) else {
+    let Some(state) = tracked(sk) else {
         return;
     };
-    // SAFETY: map value valid for this run.
-    let conn = unsafe { &mut *conn };
-    if conn.internal & internal::ACCEPTED != 0 {
+    if state.internal & internal::ACCEPTED != 0 {
         return;
     }
-    conn.internal |= internal::ACCEPTED;
+    state.internal |= internal::ACCEPTED;
+    let conn = &mut state.event;
     set_owner(conn, &current_owner());
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };

@@ -9,8 +9,8 @@ use aya_ebpf::{
 use tcptrace_common::flags;
 
 use crate::{
+    conn::{Conn, tracked},
     emit::{current_owner, set_owner},
-    maps::CONNS,
 };
 
 #[fentry(function = "tcp_close")]
@@ -28,11 +28,9 @@ pub fn tcptrace_close_kprobe(ctx: ProbeContext) -> u32 {
 }
 
 fn on_close(sk: u64) {
-    let Some(conn) = CONNS.get_ptr_mut(&sk) else {
+    let Some(Conn { event: conn, .. }) = tracked(sk) else {
         return;
     };
-    // SAFETY: map value valid for this run.
-    let conn = unsafe { &mut *conn };
     if conn.flags & flags::OWNER_KNOWN == 0 {
         set_owner(conn, &current_owner());
     }

@@ -10,9 +10,10 @@ use aya_ebpf::{
 };
 
 use crate::{
+    conn::{Conn, tracked},
     emit::emit_connect_once,
     kernel::local_port_of,
-    maps::{CONNECTING, CONNS},
+    maps::CONNECTING,
 };
 
 #[fentry(function = "tcp_connect")]
@@ -42,11 +43,9 @@ pub fn tcptrace_connect(_ctx: TracePointContext) -> u32 {
 }
 
 fn on_connect(sk: u64) {
-    let Some(conn) = CONNS.get_ptr_mut(&sk) else {
+    let Some(Conn { event: conn, .. }) = tracked(sk) else {
         return;
     };
-    // SAFETY: map value valid for this run.
-    let conn = unsafe { &mut *conn };
     let port = local_port_of(sk);
     if port != 0 {
         conn.sport = port;

@@ -5,9 +5,10 @@ use aya_ebpf::{
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
-use tcptrace_common::{counter, internal, kind, tcp_state as tcp, tracepoint::sk::SKADDR};
+use tcptrace_common::{counter, kind, tcp_state as tcp, tracepoint::sk::SKADDR};
 
 use crate::{
+    conn::{internal, tracked},
     emit::emit,
     maps::{CONNS, PENDING_CONNECT, count},
     record::at,
@@ -29,14 +30,13 @@ pub fn tcptrace_destroy_btf(ctx: BtfTracePointContext) -> u32 {
 
 #[inline(always)]
 fn forget(sk: u64) {
-    if let Some(conn) = CONNS.get_ptr_mut(&sk) {
-        // SAFETY: map value valid for this run.
-        let conn = unsafe { &mut *conn };
+    if let Some(state) = tracked(sk) {
+        let conn = &mut state.event;
         // A socket is destroyed only in CLOSE. If our state hook never saw
         // it get there, the kernel skipped that run (a softirq finishing the
         // connection while the hook ran in the closing task, on the same
         // CPU): the socket still tells how it ended, so its close goes out now.
-        if conn.new_state != tcp::CLOSE && conn.internal & internal::LISTENER == 0 {
+        if conn.new_state != tcp::CLOSE && state.internal & internal::LISTENER == 0 {
             count(counter::CLOSE_AT_DESTROY);
             // SAFETY: helper without preconditions.
             let now = unsafe { bpf_ktime_get_ns() };

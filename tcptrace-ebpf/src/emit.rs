@@ -4,7 +4,7 @@ use aya_ebpf::helpers::{
     generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id},
 };
 use aya_ebpf::maps::lpm_trie::Key;
-use tcptrace_common::{COMM_LEN, EVENT_SIZE, Event, Owner, counter, family, filter, flags, tcp_state};
+use tcptrace_common::{COMM_LEN, Event, Owner, counter, family, filter, flags, tcp_state};
 
 use crate::maps::{
     EVENTS, FILTER_ADDRS, FILTER_CGROUPS, FILTER_COMMS, FILTER_LPORTS, FILTER_NETNS, FILTER_PIDS, FILTER_PORTS,
@@ -145,7 +145,7 @@ pub const ADAPTIVE_WAKEUP: u64 = 0;
 /// the BPF stack.
 #[inline(always)]
 fn fill(slot: *mut Event, conn: &Event, kind: u8, ts_ns: u64, old_state: u8, new_state: u8) {
-    copy_event(slot, conn);
+    copy_words(slot, conn);
     // SAFETY: `slot` is a reserved ring record of exactly one Event.
     unsafe {
         (*slot).ts_ns = ts_ns;
@@ -183,27 +183,29 @@ pub fn emit_connect_once(conn: &Event, sk: u64) {
     }
 }
 
-/// Copies an Event 8 bytes at a time. core's memcpy is a byte loop on BPF
-/// (one load and one store per byte); volatile keeps LLVM from turning this
-/// back into a memcpy call.
+/// Copies a `T` (an Event, a Conn: 8-aligned, a multiple of 8 bytes) 8 bytes
+/// at a time. core's memcpy is a byte loop on BPF (one load and one store per
+/// byte); volatile keeps LLVM from turning this back into a memcpy call.
 #[inline(always)]
-pub fn copy_event(dst: *mut Event, src: *const Event) {
+pub fn copy_words<T>(dst: *mut T, src: *const T) {
+    const { assert!(size_of::<T>() % 8 == 0 && align_of::<T>() == 8) };
     let (dst, src) = (dst.cast::<u64>(), src.cast::<u64>());
     let mut i = 0;
-    while i < EVENT_SIZE / 8 {
-        // SAFETY: both point at a whole Event, which is 8-aligned.
+    while i < size_of::<T>() / 8 {
+        // SAFETY: both point at a whole T, 8-aligned (asserted above).
         unsafe { dst.add(i).write_volatile(src.add(i).read_volatile()) };
         i += 1;
     }
 }
 
-/// Zeroes an Event 8 bytes at a time (see `copy_event`).
+/// Zeroes a `T` 8 bytes at a time (see `copy_words`).
 #[inline(always)]
-pub fn zero_event(dst: *mut Event) {
+pub fn zero_words<T>(dst: *mut T) {
+    const { assert!(size_of::<T>() % 8 == 0 && align_of::<T>() == 8) };
     let dst = dst.cast::<u64>();
     let mut i = 0;
-    while i < EVENT_SIZE / 8 {
-        // SAFETY: `dst` points at a whole Event, which is 8-aligned.
+    while i < size_of::<T>() / 8 {
+        // SAFETY: `dst` points at a whole T, 8-aligned (asserted above).
         unsafe { dst.add(i).write_volatile(0) };
         i += 1;
     }

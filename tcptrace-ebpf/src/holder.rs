@@ -11,9 +11,9 @@ use aya_ebpf::{
 use tcptrace_common::tracepoint::sock_length::{PROTOCOL, SK};
 
 use crate::{
+    conn::{Conn, tracked},
     emit::{current_owner, set_owner},
     kernel::protocol_of,
-    maps::CONNS,
     record::at,
     state::IPPROTO_TCP,
 };
@@ -49,11 +49,9 @@ fn on_btf_io(sk: u64) {
 
 #[inline(always)]
 fn on_io(sk: u64) {
-    let Some(conn) = CONNS.get_ptr_mut(&sk) else {
+    let Some(Conn { event: conn, .. }) = tracked(sk) else {
         return;
     };
-    // SAFETY: a map value stays valid for the program's run.
-    let conn = unsafe { &mut *conn };
     if conn.tgid != (bpf_get_current_pid_tgid() >> 32) as u32 {
         set_owner(conn, &current_owner());
     }

@@ -7,6 +7,8 @@ mod accept;
 #[cfg(target_arch = "bpf")]
 mod close;
 #[cfg(target_arch = "bpf")]
+mod conn;
+#[cfg(target_arch = "bpf")]
 mod connect;
 #[cfg(target_arch = "bpf")]
 mod destroy;

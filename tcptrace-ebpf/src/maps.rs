@@ -3,7 +3,9 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
-use tcptrace_common::{AddrKey, CgroupKey, CommKey, Event, ListenerKey, LoadConfig, Owner, PidKey, PortKey, counter};
+use tcptrace_common::{AddrKey, CgroupKey, CommKey, ListenerKey, LoadConfig, Owner, PidKey, PortKey, counter};
+
+use crate::conn::Conn;
 
 /// Settings and kernel struct offsets, written by userspace before load.
 #[unsafe(no_mangle)]
@@ -70,13 +72,14 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
 const NO_PREALLOC: u32 = 1;
 
 /// Every TCP socket seen in a transition, keyed by `struct sock` address; the
-/// value is the event template (tuple, owner, start, how it is ending). Kept
+/// value is its `Conn` (conn.rs): the event template (tuple, owner, start, how
+/// it is ending) and the kernel side's bookkeeping. Kept
 /// past CLOSE until the socket is destroyed, so a RST the kernel sends just
 /// after CLOSE still finds its owner. Its ceiling is `--max-sockets`, set at
 /// load; not preallocated, so a million sockets cost ~250 MB only on a host
 /// that holds a million.
 #[map]
-pub static CONNS: HashMap<u64, Event> = HashMap::with_max_entries(1 << 20, NO_PREALLOC);
+pub static CONNS: HashMap<u64, Conn> = HashMap::with_max_entries(1 << 20, NO_PREALLOC);
 
 /// Active opens whose `connect` event is not out yet. Whoever deletes the entry
 /// emits it, so it goes out exactly once from whichever hook sees it first.
@@ -123,7 +126,7 @@ pub static FILTER_ADDRS: LpmTrie<AddrKey, u8> = LpmTrie::with_max_entries(1024, 
 /// program may interrupt another of ours on the same CPU (a softirq during a
 /// syscall), and must not overwrite what that one is building.
 #[map]
-pub static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(scratch_slot::COUNT, 0);
+pub static SCRATCH: PerCpuArray<Conn> = PerCpuArray::with_max_entries(scratch_slot::COUNT, 0);
 
 /// `SCRATCH` slots, by user.
 pub mod scratch_slot {
@@ -156,9 +159,9 @@ pub fn counted<E>(update: Result<(), E>) {
 }
 
 /// This CPU's scratch template for one program (`scratch_slot`), zeroed.
-pub fn scratch(user: u32) -> Option<&'static mut Event> {
+pub fn scratch(user: u32) -> Option<&'static mut Conn> {
     let slot = SCRATCH.get_ptr_mut(user)?;
-    crate::emit::zero_event(slot);
+    crate::emit::zero_words(slot);
     // SAFETY: this CPU's slot, used only within one program run.
     Some(unsafe { &mut *slot })
 }

@@ -14,9 +14,10 @@ use tcptrace_common::{
 };
 
 use crate::{
+    conn::{Conn, tracked},
     emit::{emit, emit_connect_once},
     kernel::{SockTuple, netns_of, netns_of_skb},
-    maps::{CONNS, config, scratch, scratch_slot},
+    maps::{config, scratch, scratch_slot},
     record::{RecordTuple, Tuple, at, bytes, fill_tuple},
 };
 
@@ -24,7 +25,7 @@ use crate::{
 pub fn tcptrace_send_reset(ctx: TracePointContext) -> u32 {
     let sk: u64 = at(&ctx, send_reset::SKADDR);
     let reason = if config!(send_reset_has_reason) != 0 { at::<u32>(&ctx, send_reset::REASON) } else { 0 };
-    if let Some(conn) = tracked(sk) {
+    if let Some(Conn { event: conn, .. }) = tracked(sk) {
         conn.flags |= flags::RST_SENT;
         if conn.closed_by == side::UNKNOWN {
             conn.closed_by = side::LOCAL;
@@ -33,7 +34,7 @@ pub fn tcptrace_send_reset(ctx: TracePointContext) -> u32 {
         report(conn, reset::SENT);
         return 0;
     }
-    let Some(event) = scratch(scratch_slot::SEND_RESET) else { return 0 };
+    let Some(Conn { event, .. }) = scratch(scratch_slot::SEND_RESET) else { return 0 };
     event.sock_addr = sk;
     event.new_state = at::<i32>(&ctx, send_reset::STATE) as u8;
     event.netns = if sk != 0 { netns_of(sk) } else { netns_of_skb(at(&ctx, send_reset::SKBADDR)) };
@@ -64,7 +65,7 @@ pub fn tcptrace_receive_reset_btf(ctx: BtfTracePointContext) -> u32 {
 
 #[inline(always)]
 fn on_receive_reset<T: Tuple>(tuple: &T, sk: u64) {
-    if let Some(conn) = tracked(sk) {
+    if let Some(Conn { event: conn, .. }) = tracked(sk) {
         if conn.new_state == tcp_state::SYN_SENT {
             // A refused connect: the RST beats connect()'s return, and the
             // connect event (with the local port, known here) goes first.
@@ -78,19 +79,11 @@ fn on_receive_reset<T: Tuple>(tuple: &T, sk: u64) {
         report(conn, reset::RECEIVED);
         return;
     }
-    let Some(event) = scratch(scratch_slot::RECEIVE_RESET) else { return };
+    let Some(Conn { event, .. }) = scratch(scratch_slot::RECEIVE_RESET) else { return };
     event.sock_addr = sk;
     event.netns = netns_of(sk);
     tuple.fill(event);
     report(event, reset::RECEIVED);
-}
-
-fn tracked(sk: u64) -> Option<&'static mut Event> {
-    if sk == 0 {
-        return None;
-    }
-    // SAFETY: map value valid for this run.
-    CONNS.get_ptr_mut(&sk).map(|conn| unsafe { &mut *conn })
 }
 
 fn report(conn: &mut Event, way: u8) {

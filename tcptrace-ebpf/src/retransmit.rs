@@ -12,6 +12,7 @@ use tcptrace_common::{
 };
 
 use crate::{
+    conn::{Conn, tracked},
     emit::{emit, emit_connect_once, set_owner},
     kernel::{SockTuple, netns_of, state_of},
     maps::{CONNS, LISTENERS, scratch, scratch_slot},
@@ -40,9 +41,7 @@ pub fn tcptrace_retransmit_btf(ctx: BtfTracePointContext) -> u32 {
 
 #[inline(always)]
 fn on_retransmit<T: Tuple>(tuple: &T, sk: u64, state: u8) {
-    if let Some(conn) = CONNS.get_ptr_mut(&sk) {
-        // SAFETY: map value valid for this run.
-        let conn = unsafe { &mut *conn };
+    if let Some(Conn { event: conn, .. }) = tracked(sk) {
         if state == tcp_state::SYN_SENT {
             tuple.fill(conn);
             emit_connect_once(conn, sk);
@@ -50,7 +49,7 @@ fn on_retransmit<T: Tuple>(tuple: &T, sk: u64, state: u8) {
         emit(conn, kind::RETRANSMIT, now(), conn.new_state);
         return;
     }
-    let Some(event) = scratch(scratch_slot::RETRANSMIT) else { return };
+    let Some(Conn { event, .. }) = scratch(scratch_slot::RETRANSMIT) else { return };
     event.sock_addr = sk;
     event.new_state = state;
     event.netns = netns_of(sk);
@@ -63,7 +62,7 @@ fn on_retransmit<T: Tuple>(tuple: &T, sk: u64, state: u8) {
 #[tracepoint]
 pub fn tcptrace_retransmit_synack(ctx: TracePointContext) -> u32 {
     let listener: u64 = at(&ctx, synack::SKADDR);
-    let Some(event) = scratch(scratch_slot::RETRANSMIT_SYNACK) else { return 0 };
+    let Some(Conn { event, .. }) = scratch(scratch_slot::RETRANSMIT_SYNACK) else { return 0 };
     // The request socket's address: the same for every retransmit of it.
     event.sock_addr = at(&ctx, synack::REQ);
     event.new_state = tcp_state::SYN_RECV;
@@ -78,7 +77,7 @@ pub fn tcptrace_retransmit_synack(ctx: TracePointContext) -> u32 {
 fn owner_from_listener(listener: u64, event: &mut Event) {
     // SAFETY: values copied out at once.
     unsafe {
-        if let Some(template) = CONNS.get(&listener)
+        if let Some(Conn { event: template, .. }) = CONNS.get(&listener)
             && template.flags & flags::OWNER_KNOWN != 0
         {
             event.cgroup_id = template.cgroup_id;

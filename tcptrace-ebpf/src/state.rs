@@ -7,12 +7,13 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use tcptrace_common::{
-    Event, ListenerKey, counter, direction, flags, internal, kind, side, tcp_state as tcp,
+    Event, ListenerKey, counter, direction, flags, kind, side, tcp_state as tcp,
     tracepoint::set_state::{NEWSTATE, OLDSTATE, PROTOCOL, SKADDR, TUPLE},
 };
 
 use crate::{
-    emit::{current_owner, emit, emit_connect_once, set_owner, zero_event},
+    conn::{Conn, internal, tracked},
+    emit::{current_owner, emit, emit_connect_once, set_owner, zero_words},
     kernel::{SockTuple, cookie_of, fill_close_stats, netns_of, protocol_of, synack_rtt_us},
     maps::{CONNECTING, CONNS, LISTENERS, PENDING_CONNECT, count, counted, scratch, scratch_slot},
     record::{RecordTuple, Tuple, at},
@@ -50,25 +51,18 @@ fn on_state<T: Tuple>(tuple: &T, sk: u64, old: u8, new: u8) -> Result<(), i64> {
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
 
-    let conn = match CONNS.get_ptr_mut(&sk) {
-        // SAFETY: map value valid for this run.
-        Some(conn)
-            if old == tcp::CLOSE && new != tcp::CLOSE && unsafe { (*conn).internal } & internal::LISTENER == 0 =>
-        {
+    let state = match tracked(sk) {
+        Some(state) if old == tcp::CLOSE && new != tcp::CLOSE && state.internal & internal::LISTENER == 0 => {
             // A closed socket used again (connect() after a failure): a new connection.
-            zero_event(conn);
-            // SAFETY: as above; zeroed, then filled as new.
-            let conn = unsafe { &mut *conn };
-            first_sight(tuple, conn, sk, old, new, now);
-            conn
+            zero_words(state);
+            first_sight(tuple, state, sk, old, new, now);
+            state
         }
-        // SAFETY: a map value stays valid for the program's run; races only
-        // with other updates of the same connection, which are idempotent.
-        Some(conn) => unsafe { &mut *conn },
+        Some(state) => state,
         // A listener that was listening before tracing started is closing.
         None if old == tcp::LISTEN && new == tcp::CLOSE => {
             let mut listener = ListenerKey { netns: netns_of(sk), port: 0, _pad: 0 };
-            let fresh = scratch(scratch_slot::STATE).ok_or(0)?;
+            let fresh = &mut scratch(scratch_slot::STATE).ok_or(0)?.event;
             tuple.fill(fresh);
             listener.port = fresh.sport;
             let _ = LISTENERS.remove(&listener);
@@ -81,10 +75,10 @@ fn on_state<T: Tuple>(tuple: &T, sk: u64, old: u8, new: u8) -> Result<(), i64> {
                 count(counter::CONN_MAP_FULL);
                 return Ok(());
             }
-            // SAFETY: just inserted; valid for this run.
-            unsafe { &mut *CONNS.get_ptr_mut(&sk).ok_or(0)? }
+            tracked(sk).ok_or(0)?
         }
     };
+    let conn = &mut state.event;
     // Ports still unknown at first sight (an active open's local port, a
     // passive child's remote end) arrive with later transitions.
     if conn.sport == 0 || conn.dport == 0 {
@@ -92,7 +86,7 @@ fn on_state<T: Tuple>(tuple: &T, sk: u64, old: u8, new: u8) -> Result<(), i64> {
     }
     conn.new_state = new;
 
-    if conn.internal & internal::LISTENER != 0 {
+    if state.internal & internal::LISTENER != 0 {
         if new == tcp::CLOSE {
             let _ = LISTENERS.remove(&listener_key(conn));
         }
@@ -103,9 +97,9 @@ fn on_state<T: Tuple>(tuple: &T, sk: u64, old: u8, new: u8) -> Result<(), i64> {
     if old == tcp::SYN_SENT {
         emit_connect_once(conn, sk);
     }
-    if conn.internal & internal::SYN_RECV_PENDING != 0 && conn.dport != 0 {
+    if state.internal & internal::SYN_RECV_PENDING != 0 && conn.dport != 0 {
         // The child's first transition, now that its remote end is known.
-        conn.internal &= !internal::SYN_RECV_PENDING;
+        state.internal &= !internal::SYN_RECV_PENDING;
         let new_state = conn.new_state;
         conn.new_state = tcp::SYN_RECV;
         emit(conn, kind::STATE, conn.start_ns, tcp::LISTEN);
@@ -121,7 +115,7 @@ fn on_state<T: Tuple>(tuple: &T, sk: u64, old: u8, new: u8) -> Result<(), i64> {
         }
     }
     // The kernel sometimes re-sets the state it is in; that is no transition.
-    if old != new && conn.internal & internal::SYN_RECV_PENDING == 0 {
+    if old != new && state.internal & internal::SYN_RECV_PENDING == 0 {
         emit(conn, kind::STATE, now, old);
     }
     match (old, new) {
@@ -165,7 +159,8 @@ fn closed_by(conn: &mut Event, who: u8) {
 /// The template for a socket not seen before: who owns it depends on how it
 /// was born.
 #[inline(always)]
-fn first_sight<T: Tuple>(tuple: &T, conn: &mut Event, sk: u64, old: u8, new: u8, now: u64) {
+fn first_sight<T: Tuple>(tuple: &T, state: &mut Conn, sk: u64, old: u8, new: u8, now: u64) {
+    let conn = &mut state.event;
     conn.sock_addr = sk;
     conn.start_ns = now;
     conn.netns = netns_of(sk);
@@ -183,7 +178,7 @@ fn first_sight<T: Tuple>(tuple: &T, conn: &mut Event, sk: u64, old: u8, new: u8,
         tcp::LISTEN => {
             let owner = current_owner();
             set_owner(conn, &owner);
-            conn.internal |= internal::LISTENER;
+            state.internal |= internal::LISTENER;
             counted(LISTENERS.insert(&listener_key(conn), &owner, 0));
         }
         // A child of a listener, cloned in softirq when the handshake's last ACK arrives.
@@ -191,7 +186,7 @@ fn first_sight<T: Tuple>(tuple: &T, conn: &mut Event, sk: u64, old: u8, new: u8,
             conn.direction = direction::INBOUND;
             conn.flags |= flags::START_KNOWN;
             if conn.dport == 0 {
-                conn.internal |= internal::SYN_RECV_PENDING;
+                state.internal |= internal::SYN_RECV_PENDING;
             }
             // SAFETY: the value is copied out at once.
             if let Some(owner) = unsafe { LISTENERS.get(&listener_key(conn)) } {

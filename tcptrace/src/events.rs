@@ -260,8 +260,7 @@ pub(crate) mod tests {
                 | flags::FIN_RECEIVED,
             closed_by: tcptrace_common::side::LOCAL,
             reset: 0,
-            internal: 0,
-            _pad: [0; 3],
+            _pad: [0; 4],
         }
     }
 

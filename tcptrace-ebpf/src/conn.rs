@@ -1,0 +1,38 @@
+//! What the kernel side keeps per socket, `CONNS`' value: the template every
+//! event of the connection is copied from, and bookkeeping of its own that
+//! never crosses the ring.
+use tcptrace_common::Event;
+
+use crate::maps::CONNS;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Conn {
+    /// What every event of the connection repeats: tuple, owner, start, flags.
+    pub event: Event,
+    /// Bits of [`internal`].
+    pub internal: u8,
+    pub _pad: [u8; 7],
+}
+
+/// `Conn::internal` bits.
+pub mod internal {
+    /// A listening socket's: its transitions are not a connection's.
+    pub const LISTENER: u8 = 1;
+    /// The `accept` event went out (two hooks may see the same accept).
+    pub const ACCEPTED: u8 = 2;
+    /// The LISTEN -> SYN_RECV `state` event waits for the child's remote
+    /// address, which some kernels fill in only after that transition.
+    pub const SYN_RECV_PENDING: u8 = 4;
+}
+
+/// The connection socket `sk` is tracked as, if it is.
+#[inline(always)]
+pub fn tracked(sk: u64) -> Option<&'static mut Conn> {
+    if sk == 0 {
+        return None;
+    }
+    // SAFETY: a map value stays valid for the program's run; it races only
+    // with other updates of the same connection, which are idempotent.
+    CONNS.get_ptr_mut(&sk).map(|conn| unsafe { &mut *conn })
+}
