@@ -8,7 +8,6 @@
 //! net; the ACCEPTED mark keeps the event to one.
 use aya_ebpf::{
     EbpfContext,
-    helpers::bpf_ktime_get_ns,
     macros::{fexit, kretprobe, tracepoint},
     programs::{FExitContext, RetProbeContext, TracePointContext},
 };
@@ -16,7 +15,7 @@ use aya_log_ebpf::debug;
 use tcptrace_common::{kind, tracepoint::sys_exit::RET};
 
 use crate::{
-    conn::{internal, tracked},
+    conn::{internal, now, tracked},
     emit::{current_owner, emit, set_owner},
     kernel::sock_of_fd,
 };
@@ -64,7 +63,5 @@ fn on_accept(sk: u64) {
     state.internal |= internal::ACCEPTED;
     let conn = &mut state.event;
     set_owner(conn, &current_owner());
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    emit(conn, kind::ACCEPT, now, conn.new_state);
+    emit(conn, kind::ACCEPT, now(), conn.new_state);
 }

@@ -1,7 +1,8 @@
 //! What the kernel side keeps per socket, `CONNS`' value: the template every
 //! event of the connection is copied from, and bookkeeping of its own that
 //! never crosses the ring.
-use tcptrace_common::Event;
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use tcptrace_common::{Event, side};
 
 use crate::maps::CONNS;
 
@@ -35,4 +36,19 @@ pub fn tracked(sk: u64) -> Option<&'static mut Conn> {
     // SAFETY: a map value stays valid for the program's run; it races only
     // with other updates of the same connection, which are idempotent.
     CONNS.get_ptr_mut(&sk).map(|conn| unsafe { &mut *conn })
+}
+
+/// The events' clock: CLOCK_MONOTONIC, nanoseconds (userspace maps it to wall time).
+#[inline(always)]
+pub fn now() -> u64 {
+    // SAFETY: helper without preconditions.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// Records which end started the teardown: the first to, only.
+#[inline(always)]
+pub fn closed_by(conn: &mut Event, who: u8) {
+    if conn.closed_by == side::UNKNOWN {
+        conn.closed_by = who;
+    }
 }

@@ -1,14 +1,13 @@
 //! `tcp:tcp_destroy_sock`: the socket's memory is about to be freed, so its
 //! template goes too (its address may soon belong to another socket).
 use aya_ebpf::{
-    helpers::bpf_ktime_get_ns,
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use tcptrace_common::{counter, kind, tcp_state as tcp, tracepoint::sk::SKADDR};
 
 use crate::{
-    conn::{internal, tracked},
+    conn::{internal, now, tracked},
     emit::emit,
     maps::{CONNS, PENDING_CONNECT, count},
     record::at,
@@ -38,8 +37,7 @@ fn forget(sk: u64) {
         // CPU): the socket still tells how it ended, so its close goes out now.
         if conn.new_state != tcp::CLOSE && state.internal & internal::LISTENER == 0 {
             count(counter::CLOSE_AT_DESTROY);
-            // SAFETY: helper without preconditions.
-            let now = unsafe { bpf_ktime_get_ns() };
+            let now = now();
             let last_seen = conn.new_state;
             conn.new_state = tcp::CLOSE;
             emit(conn, kind::STATE, now, last_seen);

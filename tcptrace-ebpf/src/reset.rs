@@ -4,7 +4,6 @@
 //! segment nobody owns, like the SYN-ACK for a raw SYN) is reported from the
 //! record's own addresses.
 use aya_ebpf::{
-    helpers::bpf_ktime_get_ns,
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
@@ -14,7 +13,7 @@ use tcptrace_common::{
 };
 
 use crate::{
-    conn::{Conn, tracked},
+    conn::{Conn, closed_by, now, tracked},
     emit::{emit, emit_connect_once},
     kernel::{SockTuple, netns_of, netns_of_skb},
     maps::{config, scratch, scratch_slot},
@@ -27,9 +26,7 @@ pub fn tcptrace_send_reset(ctx: TracePointContext) -> u32 {
     let reason = if config!(send_reset_has_reason) != 0 { at::<u32>(&ctx, send_reset::REASON) } else { 0 };
     if let Some(Conn { event: conn, .. }) = tracked(sk) {
         conn.flags |= flags::RST_SENT;
-        if conn.closed_by == side::UNKNOWN {
-            conn.closed_by = side::LOCAL;
-        }
+        closed_by(conn, side::LOCAL);
         conn.reset_reason = reason;
         report(conn, reset::SENT);
         return 0;
@@ -73,9 +70,7 @@ fn on_receive_reset<T: Tuple>(tuple: &T, sk: u64) {
             emit_connect_once(conn, sk);
         }
         conn.flags |= flags::RST_RECEIVED;
-        if conn.closed_by == side::UNKNOWN {
-            conn.closed_by = side::REMOTE;
-        }
+        closed_by(conn, side::REMOTE);
         report(conn, reset::RECEIVED);
         return;
     }
@@ -88,9 +83,7 @@ fn on_receive_reset<T: Tuple>(tuple: &T, sk: u64) {
 
 fn report(conn: &mut Event, way: u8) {
     conn.reset = way;
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    emit(conn, kind::RESET, now, conn.new_state);
+    emit(conn, kind::RESET, now(), conn.new_state);
 }
 
 /// A sockaddr_in/sockaddr_in6 image in the record: address and port.

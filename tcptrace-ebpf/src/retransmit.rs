@@ -2,7 +2,6 @@
 //! again. A SYN retransmitted also means the local port is known, so a
 //! blocking connect() to a silent host shows its `connect` event then.
 use aya_ebpf::{
-    helpers::bpf_ktime_get_ns,
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
@@ -12,17 +11,12 @@ use tcptrace_common::{
 };
 
 use crate::{
-    conn::{Conn, tracked},
+    conn::{Conn, now, tracked},
     emit::{emit, emit_connect_once, set_owner},
     kernel::{SockTuple, netns_of, state_of},
     maps::{CONNS, LISTENERS, scratch, scratch_slot},
     record::{RecordTuple, Tuple, at, fill_tuple},
 };
-
-fn now() -> u64 {
-    // SAFETY: helper without preconditions.
-    unsafe { bpf_ktime_get_ns() }
-}
 
 #[tracepoint]
 pub fn tcptrace_retransmit(ctx: TracePointContext) -> u32 {

@@ -2,7 +2,7 @@
 //! network namespace passes here; the current task is often not the owner.
 //! Two ways in: a BTF tracepoint (preferred) or the classic one.
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::bpf_get_current_pid_tgid,
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
@@ -12,7 +12,7 @@ use tcptrace_common::{
 };
 
 use crate::{
-    conn::{Conn, internal, tracked},
+    conn::{Conn, closed_by, internal, now, tracked},
     emit::{current_owner, emit, emit_connect_once, set_owner, zero_words},
     kernel::{SockTuple, cookie_of, fill_close_stats, netns_of, protocol_of, synack_rtt_us},
     maps::{CONNECTING, CONNS, LISTENERS, PENDING_CONNECT, count, counted, scratch, scratch_slot},
@@ -48,8 +48,7 @@ pub fn tcptrace_state_btf(ctx: BtfTracePointContext) -> u32 {
 
 #[inline(always)]
 fn on_state<T: Tuple>(tuple: &T, sk: u64, old: u8, new: u8) -> Result<(), i64> {
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = now();
 
     let state = match tracked(sk) {
         Some(state) if old == tcp::CLOSE && new != tcp::CLOSE && state.internal & internal::LISTENER == 0 => {
@@ -147,13 +146,6 @@ pub fn closed(conn: &mut Event, sk: u64, now: u64, old: u8) {
     let ending = if conn.flags & flags::ESTABLISHED != 0 { kind::CLOSE } else { kind::FAILED };
     emit(conn, ending, now, old);
     let _ = PENDING_CONNECT.remove(&sk);
-}
-
-/// Records which end started the teardown, once.
-fn closed_by(conn: &mut Event, who: u8) {
-    if conn.closed_by == side::UNKNOWN {
-        conn.closed_by = who;
-    }
 }
 
 /// The template for a socket not seen before: who owns it depends on how it
