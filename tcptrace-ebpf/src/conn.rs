@@ -4,7 +4,11 @@
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use tcptrace_common::{Event, side};
 
-use crate::maps::CONNS;
+use crate::{
+    kernel::netns_of,
+    maps::{CONNS, scratch},
+    record::Tuple,
+};
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -36,6 +40,17 @@ pub fn tracked(sk: u64) -> Option<&'static mut Conn> {
     // SAFETY: a map value stays valid for the program's run; it races only
     // with other updates of the same connection, which are idempotent.
     CONNS.get_ptr_mut(&sk).map(|conn| unsafe { &mut *conn })
+}
+
+/// An event of socket `sk`, which nobody tracks (it predates tracing, or the
+/// map was full), built in the program's scratch `slot` from the socket itself.
+#[inline(always)]
+pub fn untracked<T: Tuple>(slot: u32, tuple: &T, sk: u64) -> Option<&'static mut Event> {
+    let Conn { event, .. } = scratch(slot)?;
+    event.sock_addr = sk;
+    event.netns = netns_of(sk);
+    tuple.fill(event);
+    Some(event)
 }
 
 /// The events' clock: CLOCK_MONOTONIC, nanoseconds (userspace maps it to wall time).

@@ -13,7 +13,7 @@ use tcptrace_common::{
 };
 
 use crate::{
-    conn::{Conn, closed_by, now, tracked},
+    conn::{Conn, closed_by, now, tracked, untracked},
     emit::{emit, emit_connect_once},
     kernel::{SockTuple, netns_of, netns_of_skb},
     maps::{config, scratch, scratch_slot},
@@ -74,11 +74,9 @@ fn on_receive_reset<T: Tuple>(tuple: &T, sk: u64) {
         report(conn, reset::RECEIVED);
         return;
     }
-    let Some(Conn { event, .. }) = scratch(scratch_slot::RECEIVE_RESET) else { return };
-    event.sock_addr = sk;
-    event.netns = netns_of(sk);
-    tuple.fill(event);
-    report(event, reset::RECEIVED);
+    if let Some(event) = untracked(scratch_slot::RECEIVE_RESET, tuple, sk) {
+        report(event, reset::RECEIVED);
+    }
 }
 
 fn report(conn: &mut Event, way: u8) {

@@ -11,7 +11,7 @@ use tcptrace_common::{
 };
 
 use crate::{
-    conn::{Conn, now, tracked},
+    conn::{Conn, now, tracked, untracked},
     emit::{emit, emit_connect_once, set_owner},
     kernel::{SockTuple, netns_of, state_of},
     maps::{CONNS, LISTENERS, scratch, scratch_slot},
@@ -43,12 +43,10 @@ fn on_retransmit<T: Tuple>(tuple: &T, sk: u64, state: u8) {
         emit(conn, kind::RETRANSMIT, now(), conn.new_state);
         return;
     }
-    let Some(Conn { event, .. }) = scratch(scratch_slot::RETRANSMIT) else { return };
-    event.sock_addr = sk;
-    event.new_state = state;
-    event.netns = netns_of(sk);
-    tuple.fill(event);
-    emit(event, kind::RETRANSMIT, now(), state);
+    if let Some(event) = untracked(scratch_slot::RETRANSMIT, tuple, sk) {
+        event.new_state = state;
+        emit(event, kind::RETRANSMIT, now(), state);
+    }
 }
 
 /// A half-open passive connection (a request socket, no full socket yet):
