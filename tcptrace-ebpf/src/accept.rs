@@ -54,14 +54,14 @@ fn on_accept(sk: u64) {
     if sk == 0 {
         return;
     }
-    let Some(state) = tracked(sk) else {
+    let Some(entry) = tracked(sk) else {
         return;
     };
-    if state.internal & internal::ACCEPTED != 0 {
+    if entry.internal & internal::ACCEPTED != 0 {
         return;
     }
-    state.internal |= internal::ACCEPTED;
-    let conn = &mut state.event;
+    entry.internal |= internal::ACCEPTED;
+    let conn = &mut entry.event;
     set_owner(conn, &current_owner());
     emit(conn, kind::ACCEPT, now(), conn.new_state);
 }

@@ -29,13 +29,13 @@ pub fn tcptrace_destroy_btf(ctx: BtfTracePointContext) -> u32 {
 
 #[inline(always)]
 fn forget(sk: u64) {
-    if let Some(state) = tracked(sk) {
-        let conn = &mut state.event;
+    if let Some(entry) = tracked(sk) {
+        let conn = &mut entry.event;
         // A socket is destroyed only in CLOSE. If our state hook never saw
         // it get there, the kernel skipped that run (a softirq finishing the
         // connection while the hook ran in the closing task, on the same
         // CPU): the socket still tells how it ended, so its close goes out now.
-        if conn.new_state != tcp::CLOSE && state.internal & internal::LISTENER == 0 {
+        if conn.new_state != tcp::CLOSE && entry.internal & internal::LISTENER == 0 {
             count(counter::CLOSE_AT_DESTROY);
             let now = now();
             let last_seen = conn.new_state;

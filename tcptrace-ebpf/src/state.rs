@@ -50,14 +50,14 @@ pub fn tcptrace_state_btf(ctx: BtfTracePointContext) -> u32 {
 fn on_state<T: Tuple>(tuple: &T, sk: u64, old: u8, new: u8) -> Result<(), i64> {
     let now = now();
 
-    let state = match tracked(sk) {
-        Some(state) if old == tcp::CLOSE && new != tcp::CLOSE && state.internal & internal::LISTENER == 0 => {
+    let entry = match tracked(sk) {
+        Some(entry) if old == tcp::CLOSE && new != tcp::CLOSE && entry.internal & internal::LISTENER == 0 => {
             // A closed socket used again (connect() after a failure): a new connection.
-            zero_words(state);
-            first_sight(tuple, state, sk, old, new, now);
-            state
+            zero_words(entry);
+            first_sight(tuple, entry, sk, old, new, now);
+            entry
         }
-        Some(state) => state,
+        Some(entry) => entry,
         // A listener that was listening before tracing started is closing.
         None if old == tcp::LISTEN && new == tcp::CLOSE => {
             let mut listener = ListenerKey { netns: netns_of(sk), port: 0, _pad: 0 };
@@ -77,7 +77,7 @@ fn on_state<T: Tuple>(tuple: &T, sk: u64, old: u8, new: u8) -> Result<(), i64> {
             tracked(sk).ok_or(0)?
         }
     };
-    let conn = &mut state.event;
+    let conn = &mut entry.event;
     // Ports still unknown at first sight (an active open's local port, a
     // passive child's remote end) arrive with later transitions.
     if conn.sport == 0 || conn.dport == 0 {
@@ -85,7 +85,7 @@ fn on_state<T: Tuple>(tuple: &T, sk: u64, old: u8, new: u8) -> Result<(), i64> {
     }
     conn.new_state = new;
 
-    if state.internal & internal::LISTENER != 0 {
+    if entry.internal & internal::LISTENER != 0 {
         if new == tcp::CLOSE {
             let _ = LISTENERS.remove(&listener_key(conn));
         }
@@ -96,9 +96,9 @@ fn on_state<T: Tuple>(tuple: &T, sk: u64, old: u8, new: u8) -> Result<(), i64> {
     if old == tcp::SYN_SENT {
         emit_connect_once(conn, sk);
     }
-    if state.internal & internal::SYN_RECV_PENDING != 0 && conn.dport != 0 {
+    if entry.internal & internal::SYN_RECV_PENDING != 0 && conn.dport != 0 {
         // The child's first transition, now that its remote end is known.
-        state.internal &= !internal::SYN_RECV_PENDING;
+        entry.internal &= !internal::SYN_RECV_PENDING;
         let new_state = conn.new_state;
         conn.new_state = tcp::SYN_RECV;
         emit(conn, kind::STATE, conn.start_ns, tcp::LISTEN);
@@ -114,7 +114,7 @@ fn on_state<T: Tuple>(tuple: &T, sk: u64, old: u8, new: u8) -> Result<(), i64> {
         }
     }
     // The kernel sometimes re-sets the state it is in; that is no transition.
-    if old != new && state.internal & internal::SYN_RECV_PENDING == 0 {
+    if old != new && entry.internal & internal::SYN_RECV_PENDING == 0 {
         emit(conn, kind::STATE, now, old);
     }
     match (old, new) {
@@ -151,8 +151,8 @@ pub fn closed(conn: &mut Event, sk: u64, now: u64, old: u8) {
 /// The template for a socket not seen before: who owns it depends on how it
 /// was born.
 #[inline(always)]
-fn first_sight<T: Tuple>(tuple: &T, state: &mut Conn, sk: u64, old: u8, new: u8, now: u64) {
-    let conn = &mut state.event;
+fn first_sight<T: Tuple>(tuple: &T, entry: &mut Conn, sk: u64, old: u8, new: u8, now: u64) {
+    let conn = &mut entry.event;
     conn.sock_addr = sk;
     conn.start_ns = now;
     conn.netns = netns_of(sk);
@@ -170,7 +170,7 @@ fn first_sight<T: Tuple>(tuple: &T, state: &mut Conn, sk: u64, old: u8, new: u8,
         tcp::LISTEN => {
             let owner = current_owner();
             set_owner(conn, &owner);
-            state.internal |= internal::LISTENER;
+            entry.internal |= internal::LISTENER;
             counted(LISTENERS.insert(&listener_key(conn), &owner, 0));
         }
         // A child of a listener, cloned in softirq when the handshake's last ACK arrives.
@@ -178,7 +178,7 @@ fn first_sight<T: Tuple>(tuple: &T, state: &mut Conn, sk: u64, old: u8, new: u8,
             conn.direction = direction::INBOUND;
             conn.flags |= flags::START_KNOWN;
             if conn.dport == 0 {
-                state.internal |= internal::SYN_RECV_PENDING;
+                entry.internal |= internal::SYN_RECV_PENDING;
             }
             // SAFETY: the value is copied out at once.
             if let Some(owner) = unsafe { LISTENERS.get(&listener_key(conn)) } {
