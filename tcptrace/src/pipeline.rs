@@ -4,12 +4,12 @@
 //! Each CPU's records reach the ring in the order they happened, but two
 //! CPUs' records interleave by when they were committed, not by their
 //! timestamps (a RST sent on one CPU can land before the connect another CPU
-//! stamped earlier). So events wait here until they are `HOLD` old, are
-//! sorted, and only then written: a record committed later than that after
-//! its timestamp does not occur (the programs stamp and commit in one run).
-//! Each is put in its place as it arrives: near the end, as the interleaving
-//! is slight, so the queue stays sorted without sorting (which moved every
-//! held event, a tenth of tcptrace's time under churn).
+//! stamped earlier). So events wait here, in timestamp order, until they are
+//! `HOLD` old, and only then are written: a record committed later than that
+//! after its timestamp does not occur (the programs stamp and commit in one
+//! run). Each goes into its place as it arrives, near the end since the
+//! interleaving is slight, rather than the queue being sorted before each
+//! write (which moved every held event: a tenth of tcptrace's time under churn).
 use std::{
     collections::{HashMap, VecDeque},
     sync::Arc,
