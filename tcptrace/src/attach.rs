@@ -3,9 +3,11 @@
 //! a hook has them, then classic ones. Locked-down kernels refuse fentry and
 //! some have no kprobes; the classic tracepoint rung works everywhere and
 //! delivers every event by itself.
+use std::{collections::HashMap, path::Path};
+
 use aya::{
-    Btf, Ebpf,
-    programs::{BtfTracePoint, FEntry, FExit, KProbe, ProgramError, TracePoint},
+    Btf, BtfError, Ebpf,
+    programs::{BtfTracePoint, FEntry, FExit, KProbe, Program, ProgramError, TracePoint},
 };
 
 use crate::{
@@ -198,17 +200,16 @@ impl Rung {
         }
     }
 
-    fn attach(&self, ebpf: &mut Ebpf, btf: &mut Option<Btf>) -> Result<(), ProgramError> {
+    fn attach(&self, programs: &mut Programs, btf: Option<&Result<Btf, BtfError>>) -> Result<(), ProgramError> {
         if let Self::BtfTracepoints { points } = self {
             for (name, tracepoint) in *points {
-                let program: &mut BtfTracePoint = program_mut(ebpf, name)?.try_into()?;
+                let program: &mut BtfTracePoint = programs.get(name)?.try_into()?;
                 program.load(tracepoint, kernel_btf(btf)?)?;
                 program.attach()?;
             }
             return Ok(());
         }
-        let name = self.programs()[0];
-        let program = program_mut(ebpf, name)?;
+        let program = programs.get(self.programs()[0])?;
         match self {
             Self::Fentry { function, .. } => {
                 let program: &mut FEntry = program.try_into()?;
@@ -235,16 +236,28 @@ impl Rung {
     }
 }
 
-fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program, ProgramError> {
-    ebpf.program_mut(name).ok_or(ProgramError::InvalidName { name: name.to_owned() })
+/// The object's programs by name, borrowed apart so that two threads can
+/// load disjoint sets of them.
+struct Programs<'a>(HashMap<&'a str, &'a mut Program>);
+
+impl Programs<'_> {
+    fn get(&mut self, name: &str) -> Result<&mut Program, ProgramError> {
+        self.0.get_mut(name).map(|program| &mut **program).ok_or(ProgramError::InvalidName { name: name.to_owned() })
+    }
 }
 
-/// aya's parse of the kernel BTF, needed when an fentry or tp_btf rung is tried.
-fn kernel_btf(btf: &mut Option<Btf>) -> Result<&Btf, ProgramError> {
-    if btf.is_none() {
-        *btf = Some(Btf::from_sys_fs().map_err(ProgramError::Btf)?);
+/// aya's parse of the kernel BTF, needed by the fentry and tp_btf rungs.
+fn kernel_btf(btf: Option<&Result<Btf, BtfError>>) -> Result<&Btf, ProgramError> {
+    match btf {
+        Some(Ok(btf)) => Ok(btf),
+        // BtfError is not Clone: each rung that needed it reports it in words.
+        Some(Err(error)) => Err(ProgramError::Btf(BtfError::FileError {
+            path: "/sys/kernel/btf/vmlinux".into(),
+            error: std::io::Error::other(error.to_string()),
+        })),
+        // Only an --attach tracepoint run parses none, and it tries no such rung.
+        None => Err(ProgramError::NotLoaded),
     }
-    btf.as_ref().ok_or(ProgramError::NotLoaded)
 }
 
 /// How one hook got attached, for the start-up report on stderr.
@@ -276,57 +289,89 @@ impl std::fmt::Display for HookReport {
     }
 }
 
-/// Attaches every hook with the best rung `attach` allows. `fentry`: what a
-/// probe load found (probe.rs); when refused, fentry rungs are not tried.
-/// `btf`: aya's parse of the kernel BTF if made already (else made when a
-/// rung needs it).
+/// What every hook's ladder consults.
+struct Ladder<'a> {
+    attach: Attach,
+    /// What a probe load found (probe.rs); when refused, fentry rungs are not tried.
+    fentry: Option<Result<(), String>>,
+    /// aya's parse of the kernel BTF (None when no rung needs it).
+    btf: Option<&'a Result<Btf, BtfError>>,
+    /// Without them a kprobe rung fails only after its program went through
+    /// the verifier, which is start-up time wasted on a program never run.
+    kprobes: bool,
+}
+
+/// Attaches every hook with the best rung `attach` allows.
+///
+/// The state program takes the verifier as long as all the others together
+/// (~11 ms of ~25 on this machine), so it loads on a thread of its own.
 pub fn attach_all(
     ebpf: &mut Ebpf,
     attach: Attach,
     fentry: Option<Result<(), String>>,
-    mut btf: Option<Btf>,
+    btf: Option<Result<Btf, BtfError>>,
 ) -> Result<Vec<HookReport>, LoadError> {
-    let mut reports = Vec::new();
-    for hook in HOOKS {
-        let mut report =
-            HookReport { purpose: hook.purpose, method: None, refused: Vec::new(), net: None, programs: Vec::new() };
-        for rung in candidates(hook, attach) {
-            if let (Method::Fentry, Some(Err(why))) = (rung.method(), &fentry) {
-                report.refused.push(format!("{}: {why}", rung.describe()));
-                continue;
-            }
-            match rung.attach(ebpf, &mut btf) {
-                Ok(()) => {
-                    report.method = Some(rung.describe());
-                    report.programs.extend(rung.programs());
-                    if let Some(net) = hook.net.as_ref().filter(|_| rung.method().is_function_probe()) {
-                        match net.attach(ebpf, &mut btf) {
-                            Ok(()) => {
-                                report.net = Some(net.describe());
-                                report.programs.extend(net.programs());
-                            }
-                            Err(error) => report.refused.push(format!("{}: {}", net.describe(), brief(&error))),
+    let ladder = Ladder { attach, fentry, btf: btf.as_ref(), kprobes: Path::new(KPROBE_PMU).exists() };
+    let (first, rest) = HOOKS.split_first().expect("hooks");
+    let first_programs: Vec<&str> = first.rungs.iter().chain(&first.net).flat_map(Rung::programs).collect();
+    let (alone, shared): (HashMap<_, _>, HashMap<_, _>) =
+        ebpf.programs_mut().partition(|(name, _)| first_programs.contains(name));
+    let (mut alone, mut shared) = (Programs(alone), Programs(shared));
+    std::thread::scope(|scope| {
+        let first = scope.spawn(|| attach_hook(first, &mut alone, &ladder));
+        let rest: Result<Vec<_>, _> = rest.iter().map(|hook| attach_hook(hook, &mut shared, &ladder)).collect();
+        let first = first.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        Ok(std::iter::once(first).chain(rest?).collect())
+    })
+}
+
+/// Where aya finds the kprobe PMU; absent when the kernel has no kprobes.
+const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe/type";
+
+/// Attaches one hook with the first rung that works.
+fn attach_hook(hook: &Hook, programs: &mut Programs, ladder: &Ladder) -> Result<HookReport, LoadError> {
+    let mut report =
+        HookReport { purpose: hook.purpose, method: None, refused: Vec::new(), net: None, programs: Vec::new() };
+    for rung in candidates(hook, ladder.attach) {
+        let skip = match (rung.method(), &ladder.fentry) {
+            (Method::Fentry, Some(Err(why))) => Some(why.as_str()),
+            (Method::Kprobe, _) if !ladder.kprobes => Some(NO_KPROBES),
+            _ => None,
+        };
+        if let Some(why) = skip {
+            report.refused.push(format!("{}: {why}", rung.describe()));
+            continue;
+        }
+        match rung.attach(programs, ladder.btf) {
+            Ok(()) => {
+                report.method = Some(rung.describe());
+                report.programs.extend(rung.programs());
+                if let Some(net) = hook.net.as_ref().filter(|_| rung.method().is_function_probe()) {
+                    match net.attach(programs, ladder.btf) {
+                        Ok(()) => {
+                            report.net = Some(net.describe());
+                            report.programs.extend(net.programs());
                         }
+                        Err(error) => report.refused.push(format!("{}: {}", net.describe(), brief(&error))),
                     }
-                    break;
                 }
-                Err(error) => {
-                    log::debug!("{}: {error:?}", rung.describe());
-                    report.refused.push(format!("{}: {}", rung.describe(), brief(&error)));
-                }
+                break;
+            }
+            Err(error) => {
+                log::debug!("{}: {error:?}", rung.describe());
+                report.refused.push(format!("{}: {}", rung.describe(), brief(&error)));
             }
         }
-        // A function probe asked for must serve every hook that offers it;
-        // tracepoints are the floor, not a choice, so an optional one the
-        // kernel lacks (sock:sock_send_length before 6.3) stays optional.
-        let forced = matches!(attach, Attach::Only(method)
-            if method.is_function_probe() && hook.rungs.iter().any(|r| r.method() == method));
-        if report.method.is_none() && (hook.required || forced) {
-            return Err(LoadError::Attach { purpose: hook.purpose, tried: report.refused.join("; ") });
-        }
-        reports.push(report);
     }
-    Ok(reports)
+    // A function probe asked for must serve every hook that offers it;
+    // tracepoints are the floor, not a choice, so an optional one the
+    // kernel lacks (sock:sock_send_length before 6.3) stays optional.
+    let forced = matches!(ladder.attach, Attach::Only(method)
+        if method.is_function_probe() && hook.rungs.iter().any(|r| r.method() == method));
+    if report.method.is_none() && (hook.required || forced) {
+        return Err(LoadError::Attach { purpose: hook.purpose, tried: report.refused.join("; ") });
+    }
+    Ok(report)
 }
 
 /// The rungs to try: all of them, or those of the one method asked for;
@@ -341,6 +386,8 @@ fn candidates(hook: &Hook, attach: Attach) -> impl Iterator<Item = &Rung> {
     })
 }
 
+const NO_KPROBES: &str = "kernel has no kprobes";
+
 /// Why a rung failed, in a few words: the usual causes by name, else the
 /// error's first line without the verifier's log.
 fn brief(error: &ProgramError) -> String {
@@ -349,7 +396,7 @@ fn brief(error: &ProgramError) -> String {
         text = format!("{text}: {source}");
     }
     if text.contains("devices/kprobe/type") {
-        return "kernel has no kprobes".to_owned();
+        return NO_KPROBES.to_owned();
     }
     if text.contains("Operation not permitted") {
         return "refused by the kernel (EPERM)".to_owned();

@@ -50,9 +50,7 @@ pub fn load(config: &Config) -> Result<Tracer, LoadError> {
     // tens of milliseconds) runs on the other core while this one reads the
     // member offsets (our lean reader) and loads the object.
     let attach = config.attach;
-    let ayas = std::thread::spawn(move || {
-        (attach != Attach::Only(Method::Tracepoint)).then(|| aya::Btf::from_sys_fs().ok()).flatten()
-    });
+    let ayas = std::thread::spawn(move || (attach != Attach::Only(Method::Tracepoint)).then(aya::Btf::from_sys_fs));
     // The snapshot's dumps walk the kernel's whole established hash, TIME_WAIT
     // included, once per namespace and family: tens of milliseconds on a busy
     // host, needed only by attach time. They run meanwhile, too.
