@@ -15,7 +15,10 @@ pub struct LoadConfig {
     pub filters: u32,
     /// Non-zero: tcp:tcp_send_reset has the 6.10+ layout (reason, sockaddrs).
     pub send_reset_has_reason: u8,
-    pub _pad: [u8; 3],
+    /// Non-zero: the verifier takes BPF's atomic exchange (Linux 5.12+), so
+    /// the connect claim is a flag in the connection, not a map entry.
+    pub atomic_xchg: u8,
+    pub _pad: [u8; 2],
 }
 
 const _: () = assert!(core::mem::size_of::<LoadConfig>() == 31 * 4 + 12);
@@ -34,6 +37,6 @@ mod tests {
         assert_eq!(core::mem::size_of::<KernelOffsets>(), 31 * 4);
         assert_eq!(offset_of!(LoadConfig, events), 31 * 4);
         assert_eq!(offset_of!(LoadConfig, filters), 31 * 4 + 4);
-        assert_eq!(offset_of!(LoadConfig, _pad), 31 * 4 + 9);
+        assert_eq!(offset_of!(LoadConfig, _pad), 31 * 4 + 10);
     }
 }

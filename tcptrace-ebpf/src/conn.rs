@@ -6,7 +6,7 @@ use tcptrace_common::{Event, side};
 
 use crate::{
     kernel::netns_of,
-    maps::{CONNS, scratch},
+    maps::{CONNS, PENDING_CONNECT, config, counted, scratch},
     record::Tuple,
 };
 
@@ -18,6 +18,9 @@ pub struct Conn {
     /// Bits of [`internal`].
     pub internal: u8,
     pub _pad: [u8; 7],
+    /// Non-zero from an active open's SYN_SENT until its `connect` event is
+    /// out; claimed with [`take`], because hooks on two CPUs may race for it.
+    pub connect_unsent: u64,
 }
 
 /// `Conn::internal` bits.
@@ -48,9 +51,43 @@ pub fn tracked(sk: u64) -> Option<&'static mut Conn> {
 pub fn untracked<T: Tuple>(slot: u32, tuple: &T, sk: u64) -> Option<&'static mut Event> {
     let Conn { event, .. } = scratch(slot)?;
     event.sock_addr = sk;
-    event.netns = netns_of(sk);
+    event.netns = netns_of(sk, T::TYPED);
     tuple.fill(event);
     Some(event)
+}
+
+/// Marks socket `sk`, an active open, as owing its `connect` event.
+#[inline(always)]
+pub fn mark_connect_unsent(entry: &mut Conn, sk: u64) {
+    entry.connect_unsent = 1;
+    if config!(atomic_xchg) == 0 {
+        counted(PENDING_CONNECT.insert(&sk, &0, 0));
+    }
+}
+
+/// Whether this hook sends socket `sk`'s `connect` event: true for exactly
+/// one of the hooks that race for it, whatever CPUs they run on. Old
+/// kernels' verifiers never see the exchange: the load-time constant prunes it.
+#[inline(always)]
+pub fn claim_connect(connect_unsent: &mut u64, sk: u64) -> bool {
+    if config!(atomic_xchg) != 0 { take(connect_unsent) } else { PENDING_CONNECT.remove(&sk).is_ok() }
+}
+
+/// Socket `sk` is done: a claim nobody took is dropped with it.
+#[inline(always)]
+pub fn forget_connect(sk: u64) {
+    if config!(atomic_xchg) == 0 {
+        let _ = PENDING_CONNECT.remove(&sk);
+    }
+}
+
+/// Clears `flag` and says whether it was set, as one atomic exchange: of
+/// several CPUs taking it at once, exactly one sees it set.
+#[inline(always)]
+fn take(flag: &mut u64) -> bool {
+    use core::intrinsics::{AtomicOrdering, atomic_xchg};
+    // SAFETY: `flag` is a live, aligned u64 (a map value's field).
+    unsafe { atomic_xchg::<u64, { AtomicOrdering::SeqCst }>(flag, 0) != 0 }
 }
 
 /// The events' clock: CLOCK_MONOTONIC, nanoseconds (userspace maps it to wall time).

@@ -43,12 +43,12 @@ pub fn tcptrace_connect(_ctx: TracePointContext) -> u32 {
 }
 
 fn on_connect(sk: u64) {
-    let Some(Conn { event: conn, .. }) = tracked(sk) else {
+    let Some(Conn { event: conn, connect_unsent, .. }) = tracked(sk) else {
         return;
     };
     let port = local_port_of(sk);
     if port != 0 {
         conn.sport = port;
     }
-    emit_connect_once(conn, sk);
+    emit_connect_once(conn, connect_unsent, sk);
 }

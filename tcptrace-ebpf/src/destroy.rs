@@ -7,28 +7,29 @@ use aya_ebpf::{
 use tcptrace_common::{counter, kind, tcp_state as tcp, tracepoint::sk::SKADDR};
 
 use crate::{
-    conn::{internal, now, tracked},
+    conn::{forget_connect, internal, now, tracked},
     emit::emit,
-    maps::{CONNS, PENDING_CONNECT, count},
+    maps::{CONNS, count},
     record::at,
     state::closed,
 };
 
 #[tracepoint]
 pub fn tcptrace_destroy(ctx: TracePointContext) -> u32 {
-    forget(at(&ctx, SKADDR));
+    forget(at(&ctx, SKADDR), false);
     0
 }
 
 /// `(struct sock *sk)`.
 #[btf_tracepoint(function = "tcp_destroy_sock")]
 pub fn tcptrace_destroy_btf(ctx: BtfTracePointContext) -> u32 {
-    forget(ctx.arg(0));
+    forget(ctx.arg(0), true);
     0
 }
 
+/// `typed`: `sk` is BTF-typed (see kernel.rs).
 #[inline(always)]
-fn forget(sk: u64) {
+fn forget(sk: u64, typed: bool) {
     if let Some(entry) = tracked(sk) {
         let conn = &mut entry.event;
         // A socket is destroyed only in CLOSE. If our state hook never saw
@@ -41,9 +42,9 @@ fn forget(sk: u64) {
             let last_seen = conn.new_state;
             conn.new_state = tcp::CLOSE;
             emit(conn, kind::STATE, now, last_seen);
-            closed(conn, sk, now, last_seen);
+            closed(conn, sk, now, last_seen, typed);
         }
     }
     let _ = CONNS.remove(&sk);
-    let _ = PENDING_CONNECT.remove(&sk);
+    forget_connect(sk);
 }

@@ -6,9 +6,10 @@ use aya_ebpf::helpers::{
 use aya_ebpf::maps::lpm_trie::Key;
 use tcptrace_common::{COMM_LEN, Event, Owner, counter, family, filter, flags, tcp_state};
 
+use crate::conn::claim_connect;
 use crate::maps::{
     EVENTS, FILTER_ADDRS, FILTER_CGROUPS, FILTER_COMMS, FILTER_LPORTS, FILTER_NETNS, FILTER_PIDS, FILTER_PORTS,
-    FILTER_RPORTS, FILTER_UIDS, PENDING_CONNECT, config, count, counted,
+    FILTER_RPORTS, FILTER_UIDS, config, count, counted,
 };
 
 /// The task running now. Only meaningful in process context (a syscall).
@@ -160,10 +161,10 @@ fn fill(slot: *mut Event, conn: &Event, kind: u8, ts_ns: u64, old_state: u8, new
 /// The ring slot is reserved before the claim: a hook that loses the claim
 /// reserves its own later events after the winner's slot, so the ring keeps
 /// connect ahead of established and close even across CPUs.
-pub fn emit_connect_once(conn: &Event, sk: u64) {
+pub fn emit_connect_once(conn: &Event, connect_unsent: &mut u64, sk: u64) {
     let want = kind_wanted(tcptrace_common::kind::CONNECT) && passes_filters(conn);
     let slot = if want { EVENTS.reserve::<Event>(0) } else { None };
-    let claimed = PENDING_CONNECT.remove(&sk).is_ok();
+    let claimed = claim_connect(connect_unsent, sk);
     match (slot, claimed) {
         (Some(mut slot), true) => {
             // As of the moment connect() sent the SYN.

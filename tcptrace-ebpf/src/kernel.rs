@@ -1,5 +1,5 @@
 //! Reads of kernel structs at offsets userspace found in the running kernel's BTF.
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel, generated::bpf_skc_to_tcp_sock};
 use tcptrace_common::{Event, family, flags, tcp_state as tcp};
 
 use crate::{maps::config, record::Tuple};
@@ -21,6 +21,26 @@ fn load<T: Copy>(sk: u64, offset: u32) -> T {
     unsafe { ((sk + u64::from(offset)) as *const T).read_volatile() }
 }
 
+/// A `T` at `base + offset`: loaded straight if `base` is BTF-typed (see
+/// `load`), else read with the helper; zero if unreadable.
+#[inline(always)]
+fn field<T: Copy + Default>(base: u64, offset: u32, typed: bool) -> T {
+    if typed { load(base, offset) } else { read(base, offset).unwrap_or_default() }
+}
+
+/// The socket as a `struct tcp_sock`, for the fields past `struct sock`
+/// (inet_sock's, tcp_sock's): the verifier knows a tp_btf argument only as
+/// a `struct sock` and refuses loads beyond it. The helper checks it is a
+/// full TCP socket (0 if not); an untyped address is returned as it is.
+#[inline(always)]
+fn tcp_sock(sk: u64, typed: bool) -> u64 {
+    if !typed {
+        return sk;
+    }
+    // SAFETY: `sk` is the program's BTF-typed socket argument.
+    unsafe { bpf_skc_to_tcp_sock(sk as *mut _) as u64 }
+}
+
 /// An `in6_addr` of a BTF-typed socket, as four 32-bit loads (its words).
 #[inline(always)]
 fn load_in6(sk: u64, offset: u32) -> [u8; 16] {
@@ -34,24 +54,27 @@ fn load_in6(sk: u64, offset: u32) -> [u8; 16] {
     out
 }
 
-/// Inode number of the network namespace behind a `possible_net_t` at `base + offset`.
-fn netns_at(base: u64, offset: u32) -> u32 {
-    let net: u64 = read(base, offset).unwrap_or(0);
+/// Inode number of the network namespace behind a `possible_net_t` at
+/// `base + offset` (a BTF-typed `base`'s `struct net *` is typed too).
+#[inline(always)]
+fn netns_at(base: u64, offset: u32, typed: bool) -> u32 {
+    let net: u64 = field(base, offset, typed);
     if net == 0 {
         return 0;
     }
-    read(net, config!(offsets.net_ns_inum)).unwrap_or(0)
+    field(net, config!(offsets.net_ns_inum), typed)
 }
 
 /// Inode number of the network namespace a socket lives in.
-pub fn netns_of(sk: u64) -> u32 {
-    netns_at(sk, config!(offsets.sock_net))
+#[inline(always)]
+pub fn netns_of(sk: u64, typed: bool) -> u32 {
+    netns_at(sk, config!(offsets.sock_net), typed)
 }
 
 /// Inode number of the namespace of the device a packet came in on.
 pub fn netns_of_skb(skb: u64) -> u32 {
     match read::<u64>(skb, config!(offsets.skb_dev)) {
-        Ok(dev) if dev != 0 => netns_at(dev, config!(offsets.dev_net)),
+        Ok(dev) if dev != 0 => netns_at(dev, config!(offsets.dev_net), false),
         _ => 0,
     }
 }
@@ -71,19 +94,22 @@ pub fn state_of(sk: u64) -> u8 {
     load(sk, config!(offsets.sock_state))
 }
 
-/// The tuple read from a BTF-typed socket: the fields the classic
-/// tracepoints copy into their records. Those of `struct sock` are loaded
-/// straight (see `load`); the verifier knows the pointer only as a `struct
-/// sock`, so the two of `struct inet_sock` around it are read with the helper.
+/// The tuple read from a BTF-typed socket, loaded straight (see `load`):
+/// the fields the classic tracepoints copy into their records.
 pub struct SockTuple(pub u64);
 
 impl Tuple for SockTuple {
+    const TYPED: bool = true;
+
     #[inline(always)]
     fn fill(&self, conn: &mut Event) {
         let sk = self.0;
         let af = load::<u16>(sk, config!(offsets.sock_family)) as u8;
         conn.family = af;
-        conn.sport = u16::from_be(read(sk, config!(offsets.inet_sport)).unwrap_or(0));
+        let inet = tcp_sock(sk, true);
+        if inet != 0 {
+            conn.sport = u16::from_be(load(inet, config!(offsets.inet_sport)));
+        }
         conn.dport = u16::from_be(load(sk, config!(offsets.sock_dport)));
         if af == family::INET6 {
             conn.saddr = load_in6(sk, config!(offsets.sock_v6_rcv_saddr));
@@ -91,7 +117,9 @@ impl Tuple for SockTuple {
         } else {
             let mut saddr = [0; 16];
             let mut daddr = [0; 16];
-            saddr[..4].copy_from_slice(&read::<[u8; 4]>(sk, config!(offsets.inet_saddr)).unwrap_or([0; 4]));
+            if inet != 0 {
+                saddr[..4].copy_from_slice(&load::<u32>(inet, config!(offsets.inet_saddr)).to_ne_bytes());
+            }
             daddr[..4].copy_from_slice(&load::<u32>(sk, config!(offsets.sock_daddr)).to_ne_bytes());
             conn.saddr = saddr;
             conn.daddr = daddr;
@@ -101,35 +129,45 @@ impl Tuple for SockTuple {
 
 /// The socket's cookie: set for a connection userspace's snapshot listed
 /// (sock_diag assigns one), else usually 0.
-pub fn cookie_of(sk: u64) -> u64 {
-    read(sk, config!(offsets.sock_cookie)).unwrap_or(0)
+#[inline(always)]
+pub fn cookie_of(sk: u64, typed: bool) -> u64 {
+    field(sk, config!(offsets.sock_cookie), typed)
 }
 
 /// Handshake time of a passive connection: the child socket is born at the
 /// final ACK, so its first RTT sample (SYN-ACK sent to ACK received) is the
 /// handshake as this host saw it. srtt_us holds 8x the RTT; round up so a
 /// sub-microsecond loopback handshake is not reported as none.
-pub fn synack_rtt_us(sk: u64) -> u32 {
-    let srtt8: u32 = read(sk, config!(offsets.tcp_srtt_us)).unwrap_or(0);
-    srtt8.div_ceil(8)
+#[inline(always)]
+pub fn synack_rtt_us(sk: u64, typed: bool) -> u32 {
+    let tp = tcp_sock(sk, typed);
+    if tp == 0 {
+        return 0;
+    }
+    field::<u32>(tp, config!(offsets.tcp_srtt_us), typed).div_ceil(8)
 }
 
 /// Copies the connection's counters and error into its template as it enters
 /// CLOSE from `old`, with what the byte counters hold besides data.
-pub fn fill_close_stats(sk: u64, conn: &mut Event, old: u8) {
-    conn.bytes_acked = read(sk, config!(offsets.tcp_bytes_acked)).unwrap_or(0);
-    conn.bytes_received = read(sk, config!(offsets.tcp_bytes_received)).unwrap_or(0);
-    if fin_acked(sk, old) {
-        conn.flags |= flags::FIN_ACKED;
-    }
-    if fin_received(sk) {
+#[inline(always)]
+pub fn fill_close_stats(sk: u64, conn: &mut Event, old: u8, typed: bool) {
+    conn.error = field::<i32>(sk, config!(offsets.sock_err), typed).unsigned_abs();
+    if fin_received(sk, typed) {
         conn.flags |= flags::FIN_RECEIVED;
     }
-    conn.segs_out = read(sk, config!(offsets.tcp_segs_out)).unwrap_or(0);
-    conn.segs_in = read(sk, config!(offsets.tcp_segs_in)).unwrap_or(0);
-    conn.retransmits = read(sk, config!(offsets.tcp_total_retrans)).unwrap_or(0);
-    conn.srtt_us = read::<u32>(sk, config!(offsets.tcp_srtt_us)).unwrap_or(0) >> 3;
-    conn.error = read::<i32>(sk, config!(offsets.sock_err)).unwrap_or(0).unsigned_abs();
+    let tp = tcp_sock(sk, typed);
+    if tp == 0 {
+        return;
+    }
+    conn.bytes_acked = field(tp, config!(offsets.tcp_bytes_acked), typed);
+    conn.bytes_received = field(tp, config!(offsets.tcp_bytes_received), typed);
+    if fin_acked(tp, old, typed) {
+        conn.flags |= flags::FIN_ACKED;
+    }
+    conn.segs_out = field(tp, config!(offsets.tcp_segs_out), typed);
+    conn.segs_in = field(tp, config!(offsets.tcp_segs_in), typed);
+    conn.retransmits = field(tp, config!(offsets.tcp_total_retrans), typed);
+    conn.srtt_us = field::<u32>(tp, config!(offsets.tcp_srtt_us), typed) >> 3;
 }
 
 /// Whether our FIN counts in bytes_acked. A socket that sent its FIN stays in
@@ -138,13 +176,14 @@ pub fn fill_close_stats(sk: u64, conn: &mut Event, old: u8) {
 /// FIN is acknowledged exactly when snd_una has reached write_seq. Which
 /// transition got there says nothing: a RST or a timeout in LAST_ACK leaves
 /// the FIN unacknowledged, a RST in FIN_WAIT2 finds it acknowledged.
-fn fin_acked(sk: u64, old: u8) -> bool {
+#[inline(always)]
+fn fin_acked(tp: u64, old: u8, typed: bool) -> bool {
     if !matches!(old, tcp::FIN_WAIT1 | tcp::FIN_WAIT2 | tcp::CLOSING | tcp::LAST_ACK) {
         return false;
     }
-    let snd_una = read::<u32>(sk, config!(offsets.tcp_snd_una));
-    let write_seq = read::<u32>(sk, config!(offsets.tcp_write_seq));
-    matches!((snd_una, write_seq), (Ok(una), Ok(write)) if una == write)
+    let snd_una: u32 = field(tp, config!(offsets.tcp_snd_una), typed);
+    let write_seq: u32 = field(tp, config!(offsets.tcp_write_seq), typed);
+    snd_una == write_seq
 }
 
 /// Whether the peer's FIN counts in bytes_received: tcp_fin, which runs right
@@ -152,8 +191,9 @@ fn fin_acked(sk: u64, old: u8) -> bool {
 /// tell: FIN_WAIT2 -> CLOSE is also an orphaned socket handing over to a
 /// TIME_WAIT mini-socket before the peer's FIN comes, which the full socket
 /// never counts.
-fn fin_received(sk: u64) -> bool {
-    let sk_flags: u64 = read(sk, config!(offsets.sock_flags)).unwrap_or(0);
+#[inline(always)]
+fn fin_received(sk: u64, typed: bool) -> bool {
+    let sk_flags: u64 = field(sk, config!(offsets.sock_flags), typed);
     (sk_flags >> (config!(offsets.sock_flag_done) & 63)) & 1 != 0
 }
 

@@ -1,6 +1,9 @@
 //! tcptrace's kernel programs: one file per hook, shared helpers beside them.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// `conn::take`: the bpf target has no atomic read-modify-write types.
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 #[cfg(target_arch = "bpf")]
 mod accept;

@@ -46,7 +46,8 @@ pub static CONFIG: LoadConfig = LoadConfig {
     events: 0,
     filters: 0,
     send_reset_has_reason: 0,
-    _pad: [0; 3],
+    atomic_xchg: 0,
+    _pad: [0; 2],
 };
 
 /// Reads one field of `CONFIG`; volatile so the compiler cannot fold the
@@ -81,9 +82,10 @@ const NO_PREALLOC: u32 = 1;
 #[map]
 pub static CONNS: HashMap<u64, Conn> = HashMap::with_max_entries(1 << 20, NO_PREALLOC);
 
-/// Active opens whose `connect` event is not out yet. Whoever deletes the entry
-/// emits it, so it goes out exactly once from whichever hook sees it first.
-/// Sized like CONNS at load: a proxy restart reconnects everything at once.
+/// Before Linux 5.12, which has no atomic exchange for `conn::take`: active
+/// opens whose `connect` event is not out yet, and whoever deletes the entry
+/// emits it. Sized like CONNS there at load (a proxy restart reconnects
+/// everything at once), to one entry elsewhere.
 #[map]
 pub static PENDING_CONNECT: HashMap<u64, u8> = HashMap::with_max_entries(1 << 20, NO_PREALLOC);
 

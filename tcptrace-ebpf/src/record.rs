@@ -27,6 +27,10 @@ pub fn bytes<const N: usize>(ctx: &TracePointContext, offset: usize) -> [u8; N] 
 /// Where a hook finds the connection's ports and addresses: a classic
 /// tracepoint's record, or the socket itself (kernel::SockTuple).
 pub trait Tuple {
+    /// The socket the hook got is a BTF-typed pointer the verifier lets us
+    /// load from (kernel::SockTuple), not a bare address.
+    const TYPED: bool;
+
     fn fill(&self, conn: &mut Event);
 }
 
@@ -37,6 +41,8 @@ pub struct RecordTuple<'a> {
 }
 
 impl Tuple for RecordTuple<'_> {
+    const TYPED: bool = false;
+
     #[inline(always)]
     fn fill(&self, conn: &mut Event) {
         fill_tuple(self.ctx, self.layout, conn);

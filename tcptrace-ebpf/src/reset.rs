@@ -34,7 +34,7 @@ pub fn tcptrace_send_reset(ctx: TracePointContext) -> u32 {
     let Some(Conn { event, .. }) = scratch(scratch_slot::SEND_RESET) else { return 0 };
     event.sock_addr = sk;
     event.new_state = at::<i32>(&ctx, send_reset::STATE) as u8;
-    event.netns = if sk != 0 { netns_of(sk) } else { netns_of_skb(at(&ctx, send_reset::SKBADDR)) };
+    event.netns = if sk != 0 { netns_of(sk, false) } else { netns_of_skb(at(&ctx, send_reset::SKBADDR)) };
     event.reset_reason = reason;
     if config!(send_reset_has_reason) != 0 {
         read_sockaddr(&ctx, send_reset::SADDR, &mut event.saddr, &mut event.sport, &mut event.family);
@@ -62,12 +62,12 @@ pub fn tcptrace_receive_reset_btf(ctx: BtfTracePointContext) -> u32 {
 
 #[inline(always)]
 fn on_receive_reset<T: Tuple>(tuple: &T, sk: u64) {
-    if let Some(Conn { event: conn, .. }) = tracked(sk) {
+    if let Some(Conn { event: conn, connect_unsent, .. }) = tracked(sk) {
         if conn.new_state == tcp_state::SYN_SENT {
             // A refused connect: the RST beats connect()'s return, and the
             // connect event (with the local port, known here) goes first.
             tuple.fill(conn);
-            emit_connect_once(conn, sk);
+            emit_connect_once(conn, connect_unsent, sk);
         }
         conn.flags |= flags::RST_RECEIVED;
         closed_by(conn, side::REMOTE);

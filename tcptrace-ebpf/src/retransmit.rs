@@ -35,10 +35,10 @@ pub fn tcptrace_retransmit_btf(ctx: BtfTracePointContext) -> u32 {
 
 #[inline(always)]
 fn on_retransmit<T: Tuple>(tuple: &T, sk: u64, state: u8) {
-    if let Some(Conn { event: conn, .. }) = tracked(sk) {
+    if let Some(Conn { event: conn, connect_unsent, .. }) = tracked(sk) {
         if state == tcp_state::SYN_SENT {
             tuple.fill(conn);
-            emit_connect_once(conn, sk);
+            emit_connect_once(conn, connect_unsent, sk);
         }
         emit(conn, kind::RETRANSMIT, now(), conn.new_state);
         return;
@@ -59,7 +59,7 @@ pub fn tcptrace_retransmit_synack(ctx: TracePointContext) -> u32 {
     event.sock_addr = at(&ctx, synack::REQ);
     event.new_state = tcp_state::SYN_RECV;
     event.direction = direction::INBOUND;
-    event.netns = netns_of(listener);
+    event.netns = netns_of(listener, false);
     fill_tuple(&ctx, &synack::TUPLE, event);
     owner_from_listener(listener, event);
     emit(event, kind::RETRANSMIT, now(), tcp_state::SYN_RECV);

@@ -12,10 +12,10 @@ use tcptrace_common::{
 };
 
 use crate::{
-    conn::{Conn, closed_by, internal, now, tracked},
+    conn::{Conn, closed_by, forget_connect, internal, mark_connect_unsent, now, tracked},
     emit::{current_owner, emit, emit_connect_once, set_owner, zero_words},
     kernel::{SockTuple, cookie_of, fill_close_stats, netns_of, protocol_of, synack_rtt_us},
-    maps::{CONNECTING, CONNS, LISTENERS, PENDING_CONNECT, count, counted, scratch, scratch_slot},
+    maps::{CONNECTING, CONNS, LISTENERS, count, counted, scratch, scratch_slot},
     record::{RecordTuple, Tuple, at},
 };
 
@@ -60,7 +60,7 @@ fn on_state<T: Tuple>(tuple: &T, sk: u64, old: u8, new: u8) -> Result<(), i64> {
         Some(entry) => entry,
         // A listener that was listening before tracing started is closing.
         None if old == tcp::LISTEN && new == tcp::CLOSE => {
-            let mut listener = ListenerKey { netns: netns_of(sk), port: 0, _pad: 0 };
+            let mut listener = ListenerKey { netns: netns_of(sk, T::TYPED), port: 0, _pad: 0 };
             let fresh = &mut scratch(scratch_slot::STATE).ok_or(0)?.event;
             tuple.fill(fresh);
             listener.port = fresh.sport;
@@ -94,7 +94,7 @@ fn on_state<T: Tuple>(tuple: &T, sk: u64, old: u8, new: u8) -> Result<(), i64> {
     // Leaving SYN_SENT, the local port is known: the connect event goes
     // first unless connect() already returned and sent it.
     if old == tcp::SYN_SENT {
-        emit_connect_once(conn, sk);
+        emit_connect_once(conn, &mut entry.connect_unsent, sk);
     }
     if entry.internal & internal::SYN_RECV_PENDING != 0 && conn.dport != 0 {
         // The child's first transition, now that its remote end is known.
@@ -125,12 +125,12 @@ fn on_state<T: Tuple>(tuple: &T, sk: u64, old: u8, new: u8) -> Result<(), i64> {
         }
         (tcp::SYN_RECV, tcp::ESTABLISHED) => {
             conn.flags |= flags::ESTABLISHED;
-            conn.handshake_us = synack_rtt_us(sk);
+            conn.handshake_us = synack_rtt_us(sk, T::TYPED);
             emit(conn, kind::ESTABLISHED, now, old);
         }
         (tcp::ESTABLISHED, tcp::FIN_WAIT1) => closed_by(conn, side::LOCAL),
         (tcp::ESTABLISHED, tcp::CLOSE_WAIT) => closed_by(conn, side::REMOTE),
-        (_, tcp::CLOSE) if old != tcp::CLOSE => closed(conn, sk, now, old),
+        (_, tcp::CLOSE) if old != tcp::CLOSE => closed(conn, sk, now, old, T::TYPED),
         _ => {}
     }
     Ok(())
@@ -138,14 +138,14 @@ fn on_state<T: Tuple>(tuple: &T, sk: u64, old: u8, new: u8) -> Result<(), i64> {
 
 /// The connection reached CLOSE from `old`: its `close` (or `failed`) event.
 #[inline(always)]
-pub fn closed(conn: &mut Event, sk: u64, now: u64, old: u8) {
+pub fn closed(conn: &mut Event, sk: u64, now: u64, old: u8, typed: bool) {
     // Without a FIN exchange first, this end is aborting (its RST
     // follows), unless the peer's RST or a timeout got here first.
     closed_by(conn, if conn.flags & flags::RST_RECEIVED != 0 { side::REMOTE } else { side::LOCAL });
-    fill_close_stats(sk, conn, old);
+    fill_close_stats(sk, conn, old, typed);
     let ending = if conn.flags & flags::ESTABLISHED != 0 { kind::CLOSE } else { kind::FAILED };
     emit(conn, ending, now, old);
-    let _ = PENDING_CONNECT.remove(&sk);
+    forget_connect(sk);
 }
 
 /// The template for a socket not seen before: who owns it depends on how it
@@ -155,7 +155,7 @@ fn first_sight<T: Tuple>(tuple: &T, entry: &mut Conn, sk: u64, old: u8, new: u8,
     let conn = &mut entry.event;
     conn.sock_addr = sk;
     conn.start_ns = now;
-    conn.netns = netns_of(sk);
+    conn.netns = netns_of(sk, T::TYPED);
     tuple.fill(conn);
     match new {
         // connect(): we are in the connecting task's syscall.
@@ -163,7 +163,7 @@ fn first_sight<T: Tuple>(tuple: &T, entry: &mut Conn, sk: u64, old: u8, new: u8,
             set_owner(conn, &current_owner());
             conn.direction = direction::OUTBOUND;
             conn.flags |= flags::START_KNOWN;
-            counted(PENDING_CONNECT.insert(&sk, &0, 0));
+            mark_connect_unsent(entry, sk);
             counted(CONNECTING.insert(&bpf_get_current_pid_tgid(), &sk, 0));
         }
         // listen(): we are in the listening task's syscall.
@@ -190,7 +190,7 @@ fn first_sight<T: Tuple>(tuple: &T, entry: &mut Conn, sk: u64, old: u8, new: u8,
         // past its handshake unless it is still in one. Its cookie ties it
         // to the snapshot's line for it.
         _ => {
-            conn.cookie = cookie_of(sk);
+            conn.cookie = cookie_of(sk, T::TYPED);
             if old != tcp::SYN_SENT && old != tcp::SYN_RECV {
                 conn.flags |= flags::ESTABLISHED;
             }

@@ -60,18 +60,21 @@ pub fn load(config: &Config) -> Result<Tracer, LoadError> {
     let (offsets, fentry) = (kernel_offsets(&btf)?, fentry_allowed(&btf, attach));
     drop(btf);
     phase("BTF offsets");
+    let atomic_xchg = probe::atomic_xchg();
+    log::debug!("BPF atomic exchange: {}", if atomic_xchg { "yes" } else { "no (before Linux 5.12)" });
     let load_config = LoadConfig {
         offsets,
         events: config.traced_events().mask(),
         filters: config.filters.bits(),
         send_reset_has_reason: u8::from(send_reset == SendResetLayout::WithReason),
-        _pad: [0; 3],
+        atomic_xchg: u8::from(atomic_xchg),
+        _pad: [0; 2],
     };
     let mut ebpf = EbpfLoader::new()
         .override_global("CONFIG", &load_config, true)
         .map_max_entries("EVENTS", config.ring_buffer_bytes)
         .map_max_entries("CONNS", config.max_sockets)
-        .map_max_entries("PENDING_CONNECT", config.max_sockets)
+        .map_max_entries("PENDING_CONNECT", if atomic_xchg { 1 } else { config.max_sockets })
         .load(OBJECT)?;
     fill_filters(&mut ebpf, &config.filters)?;
     phase("object and maps");

@@ -1,11 +1,13 @@
-//! Whether this kernel loads fentry programs at all, asked with one tiny
-//! program through bpf(2) before aya parses the whole kernel BTF (tens of
-//! milliseconds and megabytes) only to be refused. Locked-down kernels say
-//! EPERM here.
+//! What this kernel's verifier takes, asked with tiny programs through
+//! bpf(2): fentry programs at all, before aya parses the whole kernel BTF
+//! (tens of milliseconds and megabytes) only to be refused (locked-down
+//! kernels say EPERM); BPF's atomic exchange, which the kernel programs use
+//! where it exists.
 use std::io;
 
 /// bpf(2) commands, program type and attach type from include/uapi/linux/bpf.h.
 const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
 const BPF_PROG_TYPE_TRACING: u32 = 26;
 const BPF_TRACE_FENTRY: u32 = 24;
 
@@ -42,15 +44,38 @@ struct ProgLoadAttr {
 pub fn fentry(function: u32) -> io::Result<()> {
     // r0 = 0; exit
     let insns: [u64; 2] = [0xb7, 0x95];
+    load(
+        &insns,
+        ProgLoadAttr {
+            prog_type: BPF_PROG_TYPE_TRACING,
+            expected_attach_type: BPF_TRACE_FENTRY,
+            attach_btf_id: function,
+            ..ProgLoadAttr::default()
+        },
+    )
+}
+
+/// Whether the verifier takes BPF_XCHG (Linux 5.12+).
+pub fn atomic_xchg() -> bool {
+    let insns: [u64; 6] = [
+        0x0000_0000_0000_01b7, // r1 = 0
+        0x0000_0000_fff8_1a7b, // *(u64 *)(r10 - 8) = r1
+        0x0000_0001_0000_01b7, // r1 = 1
+        0x0000_00e1_fff8_1adb, // r1 = xchg_64(r10 - 8, r1)
+        0x0000_0000_0000_00b7, // r0 = 0
+        0x0000_0000_0000_0095, // exit
+    ];
+    load(&insns, ProgLoadAttr { prog_type: BPF_PROG_TYPE_SOCKET_FILTER, ..ProgLoadAttr::default() }).is_ok()
+}
+
+/// Loads `insns` as the program `attr` describes, then unloads it.
+fn load(insns: &[u64], attr: ProgLoadAttr) -> io::Result<()> {
     let license = c"GPL";
     let attr = ProgLoadAttr {
-        prog_type: BPF_PROG_TYPE_TRACING,
         insn_cnt: insns.len() as u32,
         insns: insns.as_ptr() as u64,
         license: license.as_ptr() as u64,
-        expected_attach_type: BPF_TRACE_FENTRY,
-        attach_btf_id: function,
-        ..ProgLoadAttr::default()
+        ..attr
     };
     // SAFETY: attr is a valid, zero-padded bpf_attr prefix whose pointers
     // outlive the call; the size tells the kernel how much of it there is.
