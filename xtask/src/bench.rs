@@ -8,7 +8,7 @@
 //! CPUs were and where the load generator's time went: the untraced run must
 //! keep the CPUs busy with TCP, or the ratios measure something else.
 use std::{
-    path::Path,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     thread,
 };
@@ -92,9 +92,14 @@ pub struct Options {
     pub smoke: bool,
     /// Idle connections held open beside the churn (a busy host); 0: none.
     pub busy: usize,
+    /// Another tcptrace binary, measured beside this build.
+    pub baseline: Option<PathBuf>,
 }
 
 pub fn bench(options: &Options) -> Result<()> {
+    if let Some(baseline) = options.baseline.as_ref().filter(|path| !path.is_file()) {
+        bail!("--baseline {}: no such file", baseline.display());
+    }
     setup::all()?;
     if !options.smoke {
         setup::packages(&["libbpf-tools"])?;
@@ -103,7 +108,11 @@ pub fn bench(options: &Options) -> Result<()> {
     crate::shell::build_release()?;
     let tcptrace = root.join("target/release/tcptrace").to_string_lossy().into_owned();
     let xtask = root.join("target/release/xtask");
-    let subjects = subjects(&tcptrace, options.smoke);
+    let mut subjects = subjects(&tcptrace, options.smoke);
+    if let Some(baseline) = &options.baseline {
+        let command = vec![baseline.to_string_lossy().into_owned()];
+        subjects.insert(2, Subject { label: "tcptrace baseline", command: Some(command), says_ready: true });
+    }
     let clients = CLIENTS_PER_CPU * cpus();
     let _netns = Netns::create()?;
     // On for every subject alike (it adds a clock read around each program

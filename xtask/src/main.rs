@@ -49,6 +49,10 @@ enum Task {
         /// Hold N idle connections open beside the churn (a busy host), in helper processes.
         #[arg(long, default_value_t = 0, value_name = "N")]
         busy: usize,
+        /// Another tcptrace build, measured in the same rounds ("tcptrace baseline"):
+        /// a change's effect, free of the drift between runs.
+        #[arg(long, value_name = "PATH")]
+        baseline: Option<std::path::PathBuf>,
     },
     /// The benchmark's load generator (the bench runs it inside its namespace).
     #[command(hide = true)]
@@ -89,11 +93,12 @@ fn main() -> ExitCode {
         Task::Setup => setup::all(),
         Task::Test => tasks::test(),
         Task::Run { args } => tasks::run_tcptrace(&args),
-        Task::Bench { seconds, rounds, smoke, busy } => bench::bench(&bench::Options {
+        Task::Bench { seconds, rounds, smoke, busy, baseline } => bench::bench(&bench::Options {
             seconds: seconds.unwrap_or(if smoke { 1.0 } else { 5.0 }),
             rounds: rounds.unwrap_or(if smoke { 1 } else { 3 }),
             smoke,
             busy,
+            baseline,
         }),
         Task::Docs { out } => docs::generate(&out).map(|files| {
             for file in files {
