@@ -19,7 +19,7 @@ pub struct Conn {
     pub internal: u8,
     pub _pad: [u8; 7],
     /// Non-zero from an active open's SYN_SENT until its `connect` event is
-    /// out; claimed with [`take`], because hooks on two CPUs may race for it.
+    /// out; claimed with [`claim_connect`], because hooks on two CPUs may race for it.
     pub connect_unsent: u64,
 }
 
