@@ -16,6 +16,7 @@ use crate::{
 };
 
 mod hooks;
+pub mod targets;
 use hooks::{HOOKS, Hook};
 
 /// One way to attach one hook.
@@ -133,7 +134,7 @@ impl Programs<'_> {
     }
 }
 
-/// aya's parse of the kernel BTF, needed by the fentry and tp_btf rungs.
+/// The BTF the fentry and tp_btf rungs are loaded with (targets.rs).
 fn kernel_btf(btf: Option<&Result<Btf, BtfError>>) -> Result<&Btf, ProgramError> {
     match btf {
         Some(Ok(btf)) => Ok(btf),
@@ -181,7 +182,7 @@ struct Ladder<'a> {
     attach: Attach,
     /// What a probe load found (probe.rs); when refused, fentry rungs are not tried.
     fentry: Option<Result<(), String>>,
-    /// aya's parse of the kernel BTF (None when no rung needs it).
+    /// Their targets' BTF ids, for aya (targets.rs; None when no rung needs them).
     btf: Option<&'a Result<Btf, BtfError>>,
     /// Without them a kprobe rung fails only after its program went through
     /// the verifier, which is start-up time wasted on a program never run.

@@ -8,13 +8,14 @@ use memmap2::{Mmap, MmapOptions};
 
 use crate::error::BtfError;
 
-const MAGIC: u16 = 0xeb9f;
+pub const MAGIC: u16 = 0xeb9f;
 const KIND_INT: u32 = 1;
+pub const KIND_PTR: u32 = 2;
 const KIND_ARRAY: u32 = 3;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
 const KIND_ENUM: u32 = 6;
-const KIND_TYPEDEF: u32 = 8;
+pub const KIND_TYPEDEF: u32 = 8;
 const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
@@ -25,7 +26,25 @@ const KIND_DECL_TAG: u32 = 17;
 const KIND_TYPE_TAG: u32 = 18;
 const KIND_ENUM64: u32 = 19;
 
-const KIND_FUNC: u32 = 12;
+pub const KIND_FUNC: u32 = 12;
+
+/// The named kinds whose ids programs attach to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `btf_trace_<tracepoint>`, a BTF tracepoint's target.
+    Typedef,
+    /// A kernel function, an fentry or fexit target.
+    Function,
+}
+
+impl Kind {
+    const fn code(self) -> u32 {
+        match self {
+            Self::Typedef => KIND_TYPEDEF,
+            Self::Function => KIND_FUNC,
+        }
+    }
+}
 
 /// One type record's header fields.
 #[derive(Debug, Clone, Copy)]
@@ -198,6 +217,25 @@ impl Btf {
         self.find(KIND_FUNC, name).map(|(id, _)| id)
     }
 
+    /// The ids of the first types of each kind and name, in one pass over
+    /// the types rather than one each; names not found are left out.
+    pub fn ids_of<'a>(&self, wanted: &[(Kind, &'a str)]) -> Vec<(u32, Kind, &'a str)> {
+        let mut found: Vec<(u32, Kind, &str)> = Vec::with_capacity(wanted.len());
+        for id in 1..self.records.len() as u32 {
+            if found.len() == wanted.len() {
+                break;
+            }
+            let Some(ty) = self.type_by_id(id) else { continue };
+            for &(kind, name) in wanted {
+                let first = !found.iter().any(|&(_, k, n)| k == kind && n == name);
+                if ty.kind == kind.code() && first && self.name_is(ty.name_off, name) {
+                    found.push((id, kind, name));
+                }
+            }
+        }
+        found
+    }
+
     /// Bit offset and type of member `name` in `ty`, looking through anonymous
     /// struct and union members the way C does.
     fn member(&self, ty: &Type, name: &str) -> Option<(u32, u32)> {
@@ -261,9 +299,9 @@ mod tests {
 
     /// A hand-built BTF blob: `struct outer { int a; union { int b; struct inner c; }; }`
     /// with `struct inner { int x; int y; }`, as the kernel would lay it out,
-    /// and `enum flags { DEAD, DONE }`.
+    /// `enum flags { DEAD, DONE }`, `typedef int btf_trace_x` and function `f`.
     fn sample() -> Vec<u8> {
-        let strings = b"\0int\0outer\0a\0b\0c\0inner\0x\0y\0flags\0DEAD\0DONE\0".to_vec();
+        let strings = b"\0int\0outer\0a\0b\0c\0inner\0x\0y\0flags\0DEAD\0DONE\0btf_trace_x\0f\0".to_vec();
         let s = |name: &str| {
             let needle = format!("\0{name}\0");
             strings.windows(needle.len()).position(|w| w == needle.as_bytes()).map(|p| p as u32 + 1).unwrap_or(0)
@@ -275,6 +313,8 @@ mod tests {
         push(&[0, (KIND_UNION << 24) | 2, 8, s("b"), 1, 0, s("c"), 2, 0]); // 3: anonymous union
         push(&[s("outer"), (KIND_STRUCT << 24) | 2, 12, s("a"), 1, 0, 0, 3, 32]); // 4
         push(&[s("flags"), (KIND_ENUM << 24) | 2, 4, s("DEAD"), 0, s("DONE"), 1]); // 5
+        push(&[s("btf_trace_x"), KIND_TYPEDEF << 24, 1]); // 6
+        push(&[s("f"), KIND_FUNC << 24, 0]); // 7 (its prototype left out)
         let mut out = Vec::new();
         out.extend_from_slice(&MAGIC.to_ne_bytes());
         out.extend_from_slice(&[1, 0]);
@@ -303,6 +343,15 @@ mod tests {
         assert_eq!(btf.enum_value("flags", "DONE").expect("DONE"), 1);
         assert!(matches!(btf.enum_value("flags", "GONE"), Err(BtfError::MissingEnumerator { .. })));
         assert!(matches!(btf.enum_value("outer", "a"), Err(BtfError::MissingEnumerator { .. })));
+    }
+
+    #[test]
+    fn finds_attach_targets_in_one_pass() {
+        let btf = Btf::parse(sample()).expect("parse");
+        let wanted =
+            [(Kind::Function, "f"), (Kind::Typedef, "btf_trace_x"), (Kind::Typedef, "f"), (Kind::Function, "g")];
+        assert_eq!(btf.ids_of(&wanted), [(6, Kind::Typedef, "btf_trace_x"), (7, Kind::Function, "f")]);
+        assert_eq!(btf.function_id("f"), Some(7));
     }
 
     #[test]

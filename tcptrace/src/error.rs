@@ -50,7 +50,7 @@ pub enum LoadError {
     /// tracefs is not mounted and could not be mounted.
     #[error("tracefs is not mounted and mounting it on /sys/kernel/tracing failed: {0}")]
     Tracefs(std::io::Error),
-    /// The thread reading the kernel's BTF panicked.
+    /// The thread parsing the attach targets' BTF panicked.
     #[error("reading the kernel's BTF failed unexpectedly")]
     BtfThread,
     /// The thread listing the connections open at start panicked.

@@ -13,7 +13,7 @@ use aya::{
 use tcptrace_common::{AddrKey, KernelOffsets, ListenerKey, LoadConfig, Owner};
 
 use crate::{
-    attach::{self, HookReport},
+    attach::{self, HookReport, targets::Targets},
     btf::Btf,
     config::{Attach, Config, Method},
     error::LoadError,
@@ -46,20 +46,24 @@ pub fn load(config: &Config) -> Result<Tracer, LoadError> {
     let tracefs = tracefs::root()?;
     let send_reset = tracefs::check_layouts(&tracefs)?;
     phase("tracepoint layouts");
-    // aya's full parse of the kernel BTF (for the fentry and tp_btf rungs,
-    // tens of milliseconds) runs on the other core while this one reads the
-    // member offsets (our lean reader) and loads the object.
-    let attach = config.attach;
-    let ayas = std::thread::spawn(move || (attach != Attach::Only(Method::Tracepoint)).then(aya::Btf::from_sys_fs));
     // The snapshot's dumps walk the kernel's whole established hash, TIME_WAIT
     // included, once per namespace and family: tens of milliseconds on a busy
-    // host, needed only by attach time. They run meanwhile, too.
+    // host, needed only by attach time. They run on the other core meanwhile.
     let wants_snapshot = config.events.contains(EventKind::Snapshot);
     let snapshot = std::thread::spawn(move || wants_snapshot.then(|| Snapshot::take(Path::new("/proc"))));
+    let attach = config.attach;
     let btf = Btf::from_file(Path::new(BTF_PATH))?;
     let (offsets, fentry) = (kernel_offsets(&btf)?, fentry_allowed(&btf, attach));
-    drop(btf);
     phase("BTF offsets");
+    // The ids aya needs for the fentry and tp_btf rungs, found in the same
+    // lean index instead of aya's full parse of the kernel BTF; aya's parse
+    // of just those runs on the other core while this one loads the object.
+    let with_functions = matches!(fentry, Some(Ok(())));
+    let targets = (attach != Attach::Only(Method::Tracepoint))
+        .then(|| Targets::find(&btf, with_functions))
+        .map(|targets| std::thread::spawn(move || targets.into_btf()));
+    drop(btf);
+    phase("BTF ids of the attach targets");
     let atomic_xchg = probe::atomic_xchg();
     log::debug!("BPF atomic exchange: {}", if atomic_xchg { "yes" } else { "no (before Linux 5.12)" });
     let load_config = LoadConfig {
@@ -82,9 +86,9 @@ pub fn load(config: &Config) -> Result<Tracer, LoadError> {
     // Before attaching: the programs read the cookies the snapshot assigns.
     let mut snapshot = snapshot.join().map_err(|_| LoadError::SnapshotThread)?;
     phase("snapshot (sock_diag)");
-    let ayas = ayas.join().map_err(|_| LoadError::BtfThread)?;
-    phase("aya's BTF parse");
-    let hooks = attach::attach_all(&mut ebpf, config.attach, fentry, ayas)?;
+    let targets = targets.map(|thread| thread.join().map_err(|_| LoadError::BtfThread)).transpose()?;
+    phase("aya's BTF of the attach targets");
+    let hooks = attach::attach_all(&mut ebpf, config.attach, fentry, targets)?;
     phase("attach");
     // After attaching, so a listener opened meanwhile is seen by one or the other.
     find_owners(&mut ebpf, snapshot.as_mut())?;
