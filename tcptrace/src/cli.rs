@@ -109,8 +109,15 @@ pub struct Cli {
     /// Size of the kernel's event buffer in MiB, a power of two. A bigger one
     /// rides out longer bursts without losses; it is mapped into tcptrace
     /// twice, so resident memory grows by twice its size.
-    #[arg(long, value_name = "MIB", default_value_t = 16, value_parser = parse_ring_mib)]
+    #[arg(long, value_name = "MIB", default_value_t = 4, value_parser = parse_ring_mib)]
     pub ring_buffer: u32,
+
+    /// Scheduling priority to raise tcptrace to, as a nice value (-20 to 19),
+    /// so that it drains the kernel's buffer in time when many busy processes
+    /// share the CPUs. It never lowers the priority it was started with;
+    /// without CAP_SYS_NICE it says so and keeps it.
+    #[arg(long, value_name = "N", default_value_t = -10, allow_negative_numbers = true, value_parser = parse_nice)]
+    pub nice: i32,
 
     /// Most TCP sockets tracked at once (both ends of a loopback connection
     /// are two). The kernel takes ~250 bytes per socket as it is seen and
@@ -153,6 +160,13 @@ fn parse_ring_mib(text: &str) -> Result<u32, String> {
     match text.parse::<u32>() {
         Ok(mib) if (1..=1024).contains(&mib) && mib.is_power_of_two() => Ok(mib),
         _ => Err("a power of two from 1 to 1024".to_owned()),
+    }
+}
+
+fn parse_nice(text: &str) -> Result<i32, String> {
+    match text.parse::<i32>() {
+        Ok(nice) if (-20..=19).contains(&nice) => Ok(nice),
+        _ => Err("a nice value from -20 to 19".to_owned()),
     }
 }
 

@@ -21,6 +21,8 @@ pub struct Config {
     pub quiet: bool,
     /// The kernel's event buffer, bytes.
     pub ring_buffer_bytes: u32,
+    /// The nice value to raise the process to (priority.rs).
+    pub nice: i32,
     /// Ceiling of the kernel's per-socket map (`--max-sockets`).
     pub max_sockets: u32,
     pub count: Option<NonZeroU64>,
@@ -221,6 +223,7 @@ impl TryFrom<Cli> for Config {
             time,
             quiet: cli.quiet,
             ring_buffer_bytes: cli.ring_buffer << 20,
+            nice: cli.nice,
             max_sockets: cli.max_sockets,
             count,
             attach,

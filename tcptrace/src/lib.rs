@@ -19,6 +19,7 @@ pub mod model;
 pub mod notice;
 pub mod output;
 pub mod pipeline;
+pub mod priority;
 pub mod privileges;
 pub mod probe;
 pub mod procfs;

@@ -1,7 +1,7 @@
 use std::{os::fd::AsFd, process::ExitCode};
 
 use clap::Parser;
-use tcptrace::{cli::Cli, config::Config, notice, session};
+use tcptrace::{cli::Cli, config::Config, notice, priority, session};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -16,6 +16,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Before any thread starts, so that every one of them inherits it; a
+    // refusal is reported after loading, beside the hooks.
+    let priority = priority::raise_to(config.nice);
+    log::debug!("priority: {priority:?}");
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -35,7 +39,7 @@ fn main() -> ExitCode {
     };
     // --quiet: no closing summary (losses were reported as they happened).
     let quiet = config.quiet;
-    match runtime.block_on(session::run(&config, stdout)) {
+    match runtime.block_on(session::run(&config, stdout, &priority)) {
         Ok(_) if quiet => ExitCode::SUCCESS,
         Ok(summary) => {
             let lost = summary.lost + summary.stalled;

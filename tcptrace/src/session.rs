@@ -26,7 +26,7 @@ use crate::{
         sink::{self, Gate},
     },
     pipeline::{self, Pipeline},
-    privileges,
+    priority, privileges,
     programs::Programs,
 };
 
@@ -64,7 +64,7 @@ const LOSS_CHECK: Duration = Duration::from_secs(1);
 /// idle one wakes us only for the loss check.
 const BATCH_EVERY: Duration = Duration::from_millis(10);
 /// A drain this large means a burst: look again sooner, so the ring keeps
-/// room while the host is busy (4,096 records are about 650 KB of 16 MiB).
+/// room while the host is busy (4,096 records are about 650 KB of the default 4 MiB).
 const BURST_RECORDS: u64 = 4096;
 const BURST_BATCH_EVERY: Duration = Duration::from_millis(2);
 
@@ -86,7 +86,11 @@ const EXIT_GRACE: Duration = Duration::from_millis(500);
 
 /// Traces until Ctrl-C, SIGTERM or --count; events go to `out` from a thread
 /// of their own, so a stalled reader never holds the loop up.
-pub async fn run<W: Write + AsFd + Send + 'static>(config: &Config, out: W) -> Result<Summary, RunError> {
+pub async fn run<W: Write + AsFd + Send + 'static>(
+    config: &Config,
+    out: W,
+    priority: &priority::Outcome,
+) -> Result<Summary, RunError> {
     let started = std::time::Instant::now();
     // Before loading: a busy --metrics address fails at once, nothing loaded.
     let endpoint = match config.metrics {
@@ -104,6 +108,13 @@ pub async fn run<W: Write + AsFd + Send + 'static>(config: &Config, out: W) -> R
     };
     for hook in &tracer.hooks {
         report(format_args!("{hook}"));
+    }
+    if let priority::Outcome::Refused { kept, error } = priority {
+        notice!(
+            "tcptrace: warning: staying at nice {kept}, not {} ({error}; raising it takes CAP_SYS_NICE): \
+             with the CPUs busy, a burst may cost events",
+            config.nice
+        );
     }
     let metrics = endpoint.map(|endpoint| endpoint.serve_tracer(&tracer));
     forward_kernel_logs(&mut tracer);

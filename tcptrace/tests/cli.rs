@@ -79,6 +79,8 @@ fn bad_arguments_fail_with_clap_errors() {
         (&["-P", "70000"][..], "invalid value"),
         (&["--max-sockets", "10"][..], "a number of sockets from 1024 to 67108864"),
         (&["--ring-buffer", "3"][..], "a power of two from 1 to 1024"),
+        (&["--nice", "-21"][..], "a nice value from -20 to 19"),
+        (&["--nice", "high"][..], "a nice value from -20 to 19"),
     ] {
         let out = tcptrace(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");

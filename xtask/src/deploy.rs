@@ -253,9 +253,10 @@ mod tests {
     /// attach (BPF, PERFMON, NET_ADMIN), enter network namespaces for sock_diag
     /// and mount tracefs (SYS_ADMIN), read other users' /proc/PID/fd for listener
     /// owners (SYS_PTRACE, DAC_READ_SEARCH), empty its bounding set after
-    /// attaching (SETPCAP). It drops them all once attached.
+    /// attaching (SETPCAP), raise its own priority (SYS_NICE). It drops them
+    /// all once attached.
     const START_CAPABILITIES: &[&str] =
-        &["BPF", "PERFMON", "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH", "SETPCAP"];
+        &["BPF", "PERFMON", "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH", "SETPCAP", "SYS_NICE"];
     /// Added where tcptrace is run with --user.
     const USER_CAPABILITIES: &[&str] = &["SETUID", "SETGID"];
 
