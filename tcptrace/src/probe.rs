@@ -1,8 +1,8 @@
 //! What this kernel's verifier takes, asked with tiny programs through
-//! bpf(2): fentry programs at all, before aya parses the whole kernel BTF
-//! (tens of milliseconds and megabytes) only to be refused (locked-down
-//! kernels say EPERM); BPF's atomic exchange, which the kernel programs use
-//! where it exists.
+//! bpf(2): fentry programs at all, so that a locked-down kernel (EPERM)
+//! costs one tiny load instead of each fentry rung's verification, and the
+//! functions' ids are not looked up for aya (attach/targets.rs); BPF's atomic
+//! exchange, which the kernel programs use where it exists.
 use std::io;
 
 /// bpf(2) commands, program type and attach type from include/uapi/linux/bpf.h.
