@@ -6,7 +6,6 @@
 //! rest of the line, its facts in order of use, those that do not fit left
 //! out. `-w` shows everything, unshortened.
 use std::{
-    borrow::Cow,
     fmt::Write as _,
     io::{self, Write},
     net::SocketAddr,
@@ -160,19 +159,19 @@ enum Cut {
     Never,
     /// A `+` for the tail, as `ps` does.
     Clip,
-    /// [`shorten_addr`]: the port is kept.
+    /// [`shorten_addr`]: an IPv6 address keeps its port.
     Address,
 }
 
 /// Ends the column whose text began at `start`: cut to `width` as `cut`
 /// says, then padded to it.
 fn end_column(line: &mut String, start: usize, width: usize, cut: Cut) {
+    // Cut in place: a long service name (`127.0.0.1:afs3-fileserver`) or
+    // command is cut on every line it is on.
     if !matches!(cut, Cut::Never) && width_of(&line[start..]) > width {
-        // Rare (IPv6, long names): the allocation is fine here.
-        let text = line.split_off(start);
         match cut {
-            Cut::Address => line.push_str(&shorten_addr(text, width)),
-            _ => line.push_str(&clip(&text, width)),
+            Cut::Address => shorten_addr(line, start, width),
+            _ => clip(line, start, width),
         }
     }
     pad_column(line, start, width);
@@ -255,29 +254,28 @@ fn short_state(state: TcpState) -> &'static str {
     }
 }
 
-/// `text` in at most `width` characters: cut short with a `+`, as `ps` does.
-fn clip(text: &str, width: usize) -> Cow<'_, str> {
-    if text.chars().count() <= width {
-        return Cow::Borrowed(text);
-    }
-    let mut clipped: String = text.chars().take(width.saturating_sub(1)).collect();
-    clipped.push('+');
-    Cow::Owned(clipped)
+/// The column that began at `start`, longer than `width` characters, cut to
+/// `width` with a `+` for its tail, as `ps` does.
+fn clip(line: &mut String, start: usize, width: usize) {
+    let keep = line[start..].char_indices().nth(width.saturating_sub(1)).map_or(line.len(), |(at, _)| start + at);
+    line.truncate(keep);
+    line.push('+');
 }
 
-/// An address in at most `width` characters: IPv4 always fits; an IPv6
-/// address loses its tail, marked `+`, and keeps its port.
-fn shorten_addr(addr: String, width: usize) -> String {
-    if addr.chars().count() <= width {
-        return addr;
-    }
-    match addr.rfind("]:") {
-        Some(close) if addr.len() - close + 3 <= width => {
-            let port = &addr[close..];
-            let keep = width - port.len() - 1;
-            format!("{}+{port}", &addr[..keep])
+/// An address column longer than `width` characters, cut to it: an IPv6
+/// address loses its tail, marked `+`, and keeps its port; an IPv4 one fits
+/// unless its port is a long service name, which is clipped.
+fn shorten_addr(line: &mut String, start: usize, width: usize) {
+    let column = &line[start..];
+    match column.rfind("]:") {
+        Some(close) if column.len() - close + 3 <= width => {
+            // IPv6 only: the copy is fine here.
+            let port = column[close..].to_owned();
+            line.truncate(start + width - port.len() - 1);
+            line.push('+');
+            line.push_str(&port);
         }
-        _ => clip(&addr, width).into_owned(),
+        _ => clip(line, start, width),
     }
 }
 

@@ -89,10 +89,19 @@ fn the_widest_ipv4_close_keeps_its_main_facts() {
 
 #[test]
 fn clipping() {
-    assert_eq!(clip("kube-controller", 12), "kube-contro+");
-    assert_eq!(clip("curl", 12), "curl");
-    assert_eq!(shorten_addr("[2001:db8:85a3::8a2e:370:7334]:443".into(), 21), "[2001:db8:85a3:+]:443");
-    assert_eq!(shorten_addr("255.255.255.255:65535".into(), 21), "255.255.255.255:65535");
+    // A column after others, cut and padded in place.
+    let column = |text: &str, width: usize, cut: Cut| {
+        let mut line = format!("12:00 {text}");
+        end_column(&mut line, 6, width, cut);
+        line.split_off(6)
+    };
+    assert_eq!(column("kube-controller", 12, Cut::Clip), "kube-contro+");
+    assert_eq!(column("kube-contröller", 12, Cut::Clip), "kube-contrö+");
+    assert_eq!(column("curl", 12, Cut::Clip), "curl        ");
+    assert_eq!(column("kube-controller", 12, Cut::Never), "kube-controller");
+    assert_eq!(column("[2001:db8:85a3::8a2e:370:7334]:443", 21, Cut::Address), "[2001:db8:85a3:+]:443");
+    assert_eq!(column("255.255.255.255:65535", 21, Cut::Address), "255.255.255.255:65535");
+    assert_eq!(column("127.0.0.1:afs3-fileserver", 21, Cut::Address), "127.0.0.1:afs3-files+");
     let mut facts = telling::Facts::default();
     for fact in ["local fin", "4.2s", "1.2M/3.4K", "fin"] {
         facts.add(Some(fact));
