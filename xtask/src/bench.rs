@@ -23,6 +23,7 @@ use crate::{
     shell::{found, run, workspace_root},
 };
 
+mod burst;
 mod tracer;
 
 const NETNS: &str = "tcptrace-bench";
@@ -94,6 +95,8 @@ pub struct Options {
     pub busy: usize,
     /// Another tcptrace binary, measured beside this build.
     pub baseline: Option<PathBuf>,
+    /// Instead of the churn: this many connections opened, then closed at once (burst.rs); 0: churn.
+    pub burst: usize,
 }
 
 pub fn bench(options: &Options) -> Result<()> {
@@ -119,6 +122,9 @@ pub fn bench(options: &Options) -> Result<()> {
     // run); off again when this is dropped, or when the bench dies.
     let bpf_stats =
         BpfStats::enable().inspect_err(|e| eprintln!("xtask: warning: no eBPF run times (BPF_ENABLE_STATS: {e})")).ok();
+    if options.burst > 0 {
+        return burst::run(&subjects, &xtask, options.burst, options.rounds);
+    }
     let held = match options.busy {
         0 => None,
         n => {

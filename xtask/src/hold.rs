@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 /// Connections per helper: both ends are fds, 16,000 of the 20,000 allowed.
-const PER_HELPER: usize = 8_000;
+pub const PER_HELPER: usize = 8_000;
 const BASE_PORT: u16 = 9000;
 
 /// The helper: hold `connections` connections to `addr:port` (both ends), say

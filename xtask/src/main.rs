@@ -53,6 +53,10 @@ enum Task {
         /// a change's effect, free of the drift between runs.
         #[arg(long, value_name = "PATH")]
         baseline: Option<std::path::PathBuf>,
+        /// Instead of the churn: open N connections from helper processes as
+        /// fast as they go, then close them all at once, under each tracer.
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        burst: usize,
     },
     /// The benchmark's load generator (the bench runs it inside its namespace).
     #[command(hide = true)]
@@ -93,12 +97,13 @@ fn main() -> ExitCode {
         Task::Setup => setup::all(),
         Task::Test => tasks::test(),
         Task::Run { args } => tasks::run_tcptrace(&args),
-        Task::Bench { seconds, rounds, smoke, busy, baseline } => bench::bench(&bench::Options {
+        Task::Bench { seconds, rounds, smoke, busy, baseline, burst } => bench::bench(&bench::Options {
             seconds: seconds.unwrap_or(if smoke { 1.0 } else { 5.0 }),
             rounds: rounds.unwrap_or(if smoke { 1 } else { 3 }),
             smoke,
             busy,
             baseline,
+            burst,
         }),
         Task::Docs { out } => docs::generate(&out).map(|files| {
             for file in files {
