@@ -253,10 +253,12 @@ mod tests {
     /// attach (BPF, PERFMON, NET_ADMIN), enter network namespaces for sock_diag
     /// and mount tracefs (SYS_ADMIN), read other users' /proc/PID/fd for listener
     /// owners (SYS_PTRACE, DAC_READ_SEARCH), empty its bounding set after
-    /// attaching (SETPCAP), raise its own priority (SYS_NICE). It drops them
-    /// all once attached.
+    /// attaching (SETPCAP). It drops them all once attached.
     const START_CAPABILITIES: &[&str] =
-        &["BPF", "PERFMON", "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH", "SETPCAP", "SYS_NICE"];
+        &["BPF", "PERFMON", "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH", "SETPCAP"];
+    /// Its priority (--nice): the DaemonSet grants SYS_NICE; the unit sets
+    /// Nice= instead, as the capability would raise its exposure score.
+    const NICE_CAPABILITY: &str = "SYS_NICE";
     /// Added where tcptrace is run with --user.
     const USER_CAPABILITIES: &[&str] = &["SETUID", "SETGID"];
 
@@ -350,6 +352,7 @@ mod tests {
         assert_eq!(strings(&security["capabilities"]["drop"]), ["ALL"]);
         let added: BTreeSet<String> = strings(&security["capabilities"]["add"]).into_iter().collect();
         let mut needed: BTreeSet<String> = START_CAPABILITIES.iter().map(|c| (*c).to_owned()).collect();
+        needed.insert(NICE_CAPABILITY.to_owned());
         if cli.user.is_some() {
             needed.extend(USER_CAPABILITIES.iter().map(|c| (*c).to_owned()));
         }
@@ -370,6 +373,7 @@ mod tests {
             .collect();
         let needed: BTreeSet<String> = START_CAPABILITIES.iter().map(|c| (*c).to_owned()).collect();
         assert_eq!(bounding, needed);
+        assert_eq!(setting("Nice").as_deref(), Some("-10"), "tcptrace's default --nice, set by systemd");
         assert_eq!(setting("ExecStart").as_deref(), Some("/usr/local/bin/tcptrace -o json"));
         assert_eq!(setting("StandardOutput").as_deref(), Some("journal"));
         assert_eq!(setting("NoNewPrivileges").as_deref(), Some("yes"));

@@ -16,12 +16,12 @@ use crate::hold::Held;
 const SETTLE: Duration = Duration::from_secs(3);
 
 pub(super) fn run(subjects: &[Subject], xtask: &Path, connections: usize, rounds: usize) -> Result<()> {
-    let traced: Vec<&Subject> = subjects.iter().filter(|subject| subject.command.is_some()).collect();
+    let traced: Vec<(&Subject, &[String])> =
+        subjects.iter().filter_map(|subject| Some((subject, subject.command.as_deref()?))).collect();
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); traced.len()];
     for round in 1..=rounds {
-        for (subject, samples) in traced.iter().zip(samples.iter_mut()) {
+        for (&(subject, command), samples) in traced.iter().zip(samples.iter_mut()) {
             eprintln!("xtask: burst {round}/{rounds}: {}", subject.label);
-            let Some(command) = &subject.command else { continue };
             let tracer = Tracer::start(command, subject.says_ready)?;
             let before = tracer.counters();
             let started = Instant::now();
@@ -48,7 +48,7 @@ pub(super) fn run(subjects: &[Subject], xtask: &Path, connections: usize, rounds
 }
 
 #[expect(clippy::print_stdout, reason = "the table is the bench's output")]
-fn print_table(subjects: &[&Subject], samples: &[Vec<Sample>], connections: usize, rounds: usize) {
+fn print_table(subjects: &[(&Subject, &[String])], samples: &[Vec<Sample>], connections: usize, rounds: usize) {
     println!(
         "\n{connections} connections opened, then closed at once, by {} helper processes; {rounds} round{}; medians; {}",
         connections.div_ceil(crate::hold::PER_HELPER),
@@ -58,7 +58,7 @@ fn print_table(subjects: &[&Subject], samples: &[Vec<Sample>], connections: usiz
     println!("| tracer | events | lost | tracer CPU s | bpf ms | CPU µs/conn | peak RSS MB |");
     println!("|---|---|---|---|---|---|---|");
     let cell = |value: Option<f64>, digits: usize| value.map_or("-".to_owned(), |v| format!("{v:.digits$}"));
-    for (subject, samples) in subjects.iter().zip(samples) {
+    for ((subject, _), samples) in subjects.iter().zip(samples) {
         let pick = |f: &dyn Fn(&Sample) -> Option<f64>| median(samples.iter().filter_map(f));
         println!(
             "| {} | {} | {} | {} | {} | {} | {} |",
