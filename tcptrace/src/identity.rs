@@ -2,11 +2,12 @@
 //! container id and executable, read from the host and cached, so an event
 //! costs a few hash lookups once its owner has been seen.
 use std::{
-    collections::HashMap,
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
+
+use foldhash::{HashMap, HashMapExt as _};
 
 use crate::{
     cgroups,

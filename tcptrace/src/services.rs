@@ -1,7 +1,9 @@
 //! Service names of well-known TCP ports, from /etc/services (as `ss` and
 //! `netstat` name them), with a built-in table of the common ones for hosts
 //! and images without the file.
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
+
+use foldhash::{HashMap, HashMapExt as _};
 
 use crate::events::{ConnEvent, Direction};
 
@@ -49,7 +51,7 @@ impl Services {
     pub fn parse(etc_services: &str) -> Self {
         let mut by_port: HashMap<u16, Arc<str>> =
             BUILT_IN.iter().map(|&(port, name)| (port, Arc::from(name))).collect();
-        let mut from_file = HashMap::new();
+        let mut from_file = HashMap::<u16, Arc<str>>::new();
         for line in etc_services.lines() {
             let line = line.split('#').next().unwrap_or_default();
             let mut fields = line.split_whitespace();

@@ -34,7 +34,10 @@ mod piece;
 
 /// Events per chunk handed to the writer thread at most; a flush (once per
 /// drained batch) also ends a chunk, so a quiet period never waits for one.
-const CHUNK_EVENTS: u32 = 256;
+/// Each chunk wakes the thread: at 256, a busy host's ~1,000-event batches
+/// cost four wake-ups each. A chunk (≤ ~350 KB of JSON) may overshoot the
+/// backlog's capacity once.
+const CHUNK_EVENTS: u32 = 1024;
 
 /// Starts the thread that writes to `out` and returns its two handles: bytes
 /// go in through the [`Sink`], the [`Backlog`] says how much waits. At most

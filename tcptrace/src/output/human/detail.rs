@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use super::{
     short_state,
-    telling::{Facts, Telling},
+    telling::{Fact as _, Facts, Telling},
     units::{Brief, Bytes, Short},
 };
 use crate::{
@@ -80,18 +80,30 @@ fn close_facts(facts: &mut Facts, close: &CloseFacts, age: Option<Brief>) -> &'s
         CloseKind::RstReceived => "rst_rcvd",
         CloseKind::Timeout => "timeout",
     };
-    match close.closed_by {
-        Some(side) => facts.add(Some(format_args!("{} {how}", side.name()))),
-        None => facts.add(Some(how)),
-    }
+    facts.add_with(|text| {
+        if let Some(side) = close.closed_by {
+            text.push_str(side.name());
+            text.push(' ');
+        }
+        text.push_str(how);
+    });
     facts.add(age);
-    facts.add(Some(format_args!("{}/{}", Bytes(close.bytes_sent), Bytes(close.bytes_received))));
+    facts.add_with(|text| {
+        Bytes(close.bytes_sent).push_to(text);
+        text.push('/');
+        Bytes(close.bytes_received).push_to(text);
+    });
     facts.add(close.error);
-    match close.retransmits {
-        0 => facts.add(None::<&str>),
-        retransmits => facts.add(Some(format_args!("{retransmits}retx"))),
-    }
-    facts.add(Some(format_args!("rtt {}", Brief(close.srtt))));
+    facts.add_with(|text| {
+        if close.retransmits > 0 {
+            text.push_str(itoa::Buffer::new().format(close.retransmits));
+            text.push_str("retx");
+        }
+    });
+    facts.add_with(|text| {
+        text.push_str("rtt ");
+        Brief(close.srtt).push_to(text);
+    });
     facts.add(Some(how));
     &[
         &[WHO_HOW, AGE, BYTES, ERROR, RETRANSMITS, RTT],

@@ -1,7 +1,9 @@
 //! The default view's detail: facts formatted once, then the fullest telling
 //! of them that fits the room left on the line. Nothing is joined that is not
 //! printed, so a line costs no allocation once the buffers have grown.
-use std::fmt::{Display, Write as _};
+use std::fmt::Write as _;
+
+use crate::lifecycle::Errno;
 
 /// The facts of one event's detail, each a span of one buffer.
 #[derive(Default)]
@@ -9,6 +11,24 @@ pub struct Facts {
     text: String,
     /// Where each fact ends in `text`, and its length in characters; an absent fact is empty.
     facts: Vec<(usize, usize)>,
+}
+
+/// What a fact can be: text pushed straight onto the buffer, without the
+/// formatting machinery (a fact is on most lines).
+pub trait Fact {
+    fn push_to(&self, out: &mut String);
+}
+
+impl Fact for &str {
+    fn push_to(&self, out: &mut String) {
+        out.push_str(self);
+    }
+}
+
+impl Fact for Errno {
+    fn push_to(&self, out: &mut String) {
+        let _ = write!(out, "{self}");
+    }
 }
 
 /// A way to tell the detail: the indices of its facts, in order.
@@ -21,11 +41,18 @@ impl Facts {
     }
 
     /// The next fact; `None` is absent, and tellings skip it.
-    pub fn add(&mut self, fact: Option<impl Display>) {
+    pub fn add(&mut self, fact: Option<impl Fact>) {
+        self.add_with(|text| {
+            if let Some(fact) = fact {
+                fact.push_to(text);
+            }
+        });
+    }
+
+    /// The next fact, written by `build` (empty: absent).
+    pub fn add_with(&mut self, build: impl FnOnce(&mut String)) {
         let start = self.text.len();
-        if let Some(fact) = fact {
-            let _ = write!(self.text, "{fact}");
-        }
+        build(&mut self.text);
         let chars = super::width_of(&self.text[start..]);
         self.facts.push((self.text.len(), chars));
     }
