@@ -28,6 +28,13 @@ fn field<T: Copy + Default>(base: u64, offset: u32, typed: bool) -> T {
     if typed { load(base, offset) } else { read(base, offset).unwrap_or_default() }
 }
 
+/// A `T` at `base + offset` as `field` reads it, or None where the helper
+/// could not read it.
+#[inline(always)]
+fn try_field<T: Copy>(base: u64, offset: u32, typed: bool) -> Option<T> {
+    if typed { Some(load(base, offset)) } else { read(base, offset).ok() }
+}
+
 /// The socket as a `struct tcp_sock`, for the fields past `struct sock`
 /// (inet_sock's, tcp_sock's): the verifier knows a tp_btf argument only as
 /// a `struct sock` and refuses loads beyond it. The helper checks it is a
@@ -181,9 +188,11 @@ fn fin_acked(tp: u64, old: u8, typed: bool) -> bool {
     if !matches!(old, tcp::FIN_WAIT1 | tcp::FIN_WAIT2 | tcp::CLOSING | tcp::LAST_ACK) {
         return false;
     }
-    let snd_una: u32 = field(tp, config!(offsets.tcp_snd_una), typed);
-    let write_seq: u32 = field(tp, config!(offsets.tcp_write_seq), typed);
-    snd_una == write_seq
+    // Two unreadable fields would compare equal as zeros: only reads that
+    // succeeded count (a typed socket from the helper is always readable).
+    let snd_una = try_field::<u32>(tp, config!(offsets.tcp_snd_una), typed);
+    let write_seq = try_field::<u32>(tp, config!(offsets.tcp_write_seq), typed);
+    matches!((snd_una, write_seq), (Some(una), Some(seq)) if una == seq)
 }
 
 /// Whether the peer's FIN counts in bytes_received: tcp_fin, which runs right

@@ -108,9 +108,10 @@ fn on_state<T: Tuple>(tuple: &T, sk: u64, old: u8, new: u8) -> Result<(), i64> {
         // Only close() or shutdown() by whoever holds the socket now moves it
         // here: after a fork or an fd handover that is the worker, not the
         // task that connected or accepted, and the rest of its story is theirs.
-        let closer = current_owner();
-        if closer.tgid != 0 {
-            set_owner(conn, &closer);
+        // Mostly the owner already: then the owner helpers are spared.
+        let closer = (bpf_get_current_pid_tgid() >> 32) as u32;
+        if closer != 0 && closer != conn.tgid {
+            set_owner(conn, &current_owner());
         }
     }
     // The kernel sometimes re-sets the state it is in; that is no transition.
