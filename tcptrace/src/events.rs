@@ -62,7 +62,7 @@ pub struct ConnEvent {
     pub age: Option<Duration>,
     pub detail: Detail,
     /// The owner as the host knows it; filled by the session (identity.rs).
-    pub identity: Identity,
+    pub identity: std::sync::Arc<Identity>,
     /// The server side's port and its service name, when it has one
     /// (services.rs); filled by the session.
     pub service: Option<(u16, std::sync::Arc<str>)>,
@@ -145,7 +145,7 @@ impl Decoder {
             direction,
             age,
             detail: self.detail(kind, &raw, direction),
-            identity: Identity::default(),
+            identity: Identity::unknown(),
             service: None,
         })
     }

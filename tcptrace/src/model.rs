@@ -149,7 +149,9 @@ impl Comm {
 
     pub fn as_str(&self) -> std::borrow::Cow<'_, str> {
         let len = self.0.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
-        String::from_utf8_lossy(&self.0[..len])
+        let bytes = &self.0[..len];
+        // The common case, valid UTF-8, without from_utf8_lossy's chunking.
+        std::str::from_utf8(bytes).map_or_else(|_| String::from_utf8_lossy(bytes), std::borrow::Cow::Borrowed)
     }
 }
 

@@ -95,7 +95,7 @@ impl Snapshot {
                 direction: if listed.inbound { Direction::Inbound } else { Direction::Unknown },
                 age: None,
                 detail: Detail::None,
-                identity: Identity::default(),
+                identity: Identity::unknown(),
                 service: None,
             })
             .collect()

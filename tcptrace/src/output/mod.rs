@@ -166,7 +166,7 @@ pub(crate) mod samples {
                 direction,
                 age: age_us.map(Duration::from_micros),
                 detail,
-                identity: identity(owner),
+                identity: identity(owner).into(),
                 service: None,
             }
         };
@@ -240,12 +240,12 @@ pub(crate) mod samples {
     pub fn hard_cases() -> Vec<ConnEvent> {
         let base = SystemTime::UNIX_EPOCH + Duration::new(1_764_000_001, 0);
         let owner = Some(Owner { cgroup_id: 11, pid: 4_194_304, uid: 70_000, comm: Comm::new("kube-controller") });
-        let identity = Identity {
+        let identity = std::sync::Arc::new(Identity {
             user: Some("postgresql-admin".into()),
             cgroup: Some(format!("/kubepods.slice/kubepods-burstable.slice/cri-containerd-{POD}.scope").into()),
             container_id: Some(POD.into()),
             exe: Some("/usr/local/bin/kube-controller-manager".into()),
-        };
+        });
         let event = |ms: u64, kind, state, local: &str, remote: &str, detail| ConnEvent {
             time: base + Duration::from_millis(ms),
             kind,
@@ -285,7 +285,7 @@ pub(crate) mod samples {
         ipv6.service = Some((443, "https".into()));
         let mut nameless =
             event(10, EventKind::Connect, tcp_state::SYN_SENT, "10.0.0.1:40000", "10.0.0.2:5432", Detail::None);
-        nameless.identity = Identity::default();
+        nameless.identity = Identity::unknown();
         nameless.netns = Some(4026532999);
         vec![
             event(0, EventKind::Connect, tcp_state::SYN_SENT, l, r, Detail::None),
