@@ -1,6 +1,6 @@
 //! Who owns a connection beyond pid and comm: user name, cgroup v2 path,
 //! container id and executable, read from the host and cached, so an event
-//! costs a few hash lookups once its owner has been seen.
+//! costs one hash lookup once its owner has been seen.
 use std::{
     path::PathBuf,
     sync::{Arc, LazyLock},
