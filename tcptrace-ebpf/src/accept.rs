@@ -8,6 +8,7 @@
 //! net; the ACCEPTED mark keeps the event to one.
 use aya_ebpf::{
     EbpfContext,
+    helpers::bpf_get_current_pid_tgid,
     macros::{fexit, kretprobe, tracepoint},
     programs::{FExitContext, RetProbeContext, TracePointContext},
 };
@@ -62,6 +63,10 @@ fn on_accept(sk: u64) {
     }
     entry.internal |= internal::ACCEPTED;
     let conn = &mut entry.event;
-    set_owner(conn, &current_owner());
+    // Mostly the listener's owner, which the connection has already: then
+    // the owner helpers are spared.
+    if (bpf_get_current_pid_tgid() >> 32) as u32 != conn.tgid {
+        set_owner(conn, &current_owner());
+    }
     emit(conn, kind::ACCEPT, now(), conn.new_state);
 }
