@@ -8,7 +8,6 @@
 //! net; the ACCEPTED mark keeps the event to one.
 use aya_ebpf::{
     EbpfContext,
-    helpers::bpf_get_current_pid_tgid,
     macros::{fexit, kretprobe, tracepoint},
     programs::{FExitContext, RetProbeContext, TracePointContext},
 };
@@ -63,10 +62,6 @@ fn on_accept(sk: u64) {
     }
     entry.internal |= internal::ACCEPTED;
     let conn = &mut entry.event;
-    // Mostly the listener's owner, which the connection has already: then
-    // the owner helpers are spared.
-    if (bpf_get_current_pid_tgid() >> 32) as u32 != conn.tgid {
-        set_owner(conn, &current_owner());
-    }
+    set_owner(conn, &current_owner());
     emit(conn, kind::ACCEPT, now(), conn.new_state);
 }
