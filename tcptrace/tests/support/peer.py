@@ -14,8 +14,8 @@ test knows what happened without guessing.
                                    connection, fork a worker named COMM that
                                    prints "worker PID", answers REQUEST with
                                    RESPONSE, waits for the client's FIN and
-                                   closes; the listener closes its copy at
-                                   once and waits
+                                   closes once the listener has closed its
+                                   copy, which it does at once; then waits
   peer.py attempt HOST PORT        a blocking connect; prints "connected" or the
                                    errno name it failed with
   peer.py churn HOST PORT COUNT    COUNT connections, one after the other, to a
@@ -227,18 +227,26 @@ def forking(host, port, worker_comm):
     listener.listen(16)
     print("listening", flush=True)
     conn, _ = listener.accept()
+    # The worker closes only after the listener has closed its copy: else the
+    # listener's close could be the last one (a slow parent, as under QEMU),
+    # and the teardown would be the listener's.
+    parent_closed, closed_signal = os.pipe()
     worker = os.fork()
     if worker == 0:
         listener.close()
+        os.close(closed_signal)
         set_comm(worker_comm)
         print(f"worker {os.getpid()}", flush=True)
         read_exactly(conn, REQUEST)
         conn.sendall(b"r" * RESPONSE)
         while conn.recv(4096):
             pass
+        os.read(parent_closed, 1)
         conn.close()
         os._exit(0)
+    os.close(parent_closed)
     conn.close()
+    os.write(closed_signal, b"x")
     listener.close()
     _, status = os.waitpid(worker, 0)
     sys.exit(os.waitstatus_to_exitcode(status))
