@@ -2,6 +2,7 @@
 use std::time::Duration;
 
 use super::{
+    stamp::civil_date,
     units::{Brief, Bytes, Short},
     *,
 };
