@@ -16,7 +16,7 @@ use tcptrace_common::{kind, tracepoint::sys_exit::RET};
 
 use crate::{
     conn::{internal, now, tracked},
-    emit::{current_owner, emit, set_owner},
+    emit::{emit, hand_to_current_process},
     kernel::sock_of_fd,
 };
 
@@ -62,6 +62,6 @@ fn on_accept(sk: u64) {
     }
     entry.internal |= internal::ACCEPTED;
     let conn = &mut entry.event;
-    set_owner(conn, &current_owner());
+    hand_to_current_process(conn);
     emit(conn, kind::ACCEPT, now(), conn.new_state);
 }

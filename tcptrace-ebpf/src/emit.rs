@@ -61,6 +61,19 @@ pub fn set_owner(conn: &mut Event, owner: &Owner) {
     conn.flags |= flags::OWNER_KNOWN;
 }
 
+/// The running task's process becomes the connection's owner, unless it is
+/// already (the usual case: then the owner helpers are spared, and the
+/// connection keeps the command name of the thread first seen for its
+/// process). For hooks that run in the task holding the socket: the acceptor,
+/// the closer, whoever sends or receives; 0 is no process (softirq on idle).
+#[inline(always)]
+pub fn hand_to_current_process(conn: &mut Event) {
+    let current = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if current != 0 && current != conn.tgid {
+        set_owner(conn, &current_owner());
+    }
+}
+
 /// The user's filters, applied here so unwanted events never cross the ring:
 /// every filter in force must match (AND); within one, any value (OR).
 pub fn passes_filters(conn: &Event) -> bool {
@@ -162,6 +175,13 @@ fn fill(slot: *mut Event, conn: &Event, kind: u8, ts_ns: u64, old_state: u8, new
 /// reserves its own later events after the winner's slot, so the ring keeps
 /// connect ahead of established and close even across CPUs.
 pub fn emit_connect_once(conn: &Event, connect_unsent: &mut u64, sk: u64) {
+    // Already sent (the mark only ever goes from unsent to sent): spare the
+    // reservation a lost claim would discard. Usual for connect()'s own hook,
+    // which runs after the handshake's end has sent it. A stale read only
+    // means a claim that fails, as before.
+    if *connect_unsent == 0 {
+        return;
+    }
     let want = kind_wanted(tcptrace_common::kind::CONNECT) && passes_filters(conn);
     let slot = if want { EVENTS.reserve::<Event>(0) } else { None };
     let claimed = claim_connect(connect_unsent, sk);

@@ -4,7 +4,6 @@
 //! send or receive on. Every socket call on the host passes here: the check
 //! is a protocol compare, then one lookup, and a write only on a change.
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid,
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
@@ -12,7 +11,7 @@ use tcptrace_common::tracepoint::sock_length::{PROTOCOL, SK};
 
 use crate::{
     conn::{Conn, tracked},
-    emit::{current_owner, set_owner},
+    emit::hand_to_current_process,
     kernel::protocol_of,
     record::at,
     state::IPPROTO_TCP,
@@ -49,10 +48,7 @@ fn on_btf_io(sk: u64) {
 
 #[inline(always)]
 fn on_io(sk: u64) {
-    let Some(Conn { event: conn, .. }) = tracked(sk) else {
-        return;
-    };
-    if conn.tgid != (bpf_get_current_pid_tgid() >> 32) as u32 {
-        set_owner(conn, &current_owner());
+    if let Some(Conn { event: conn, .. }) = tracked(sk) {
+        hand_to_current_process(conn);
     }
 }

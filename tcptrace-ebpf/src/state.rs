@@ -13,7 +13,7 @@ use tcptrace_common::{
 
 use crate::{
     conn::{Conn, closed_by, forget_connect, internal, mark_connect_unsent, now, tracked},
-    emit::{current_owner, emit, emit_connect_once, set_owner, zero_words},
+    emit::{current_owner, emit, emit_connect_once, hand_to_current_process, kind_wanted, set_owner, zero_words},
     kernel::{SockTuple, cookie_of, fill_close_stats, netns_of, protocol_of, synack_rtt_us},
     maps::{CONNECTING, CONNS, LISTENERS, count, counted, scratch, scratch_slot},
     record::{RecordTuple, Tuple, at},
@@ -48,16 +48,21 @@ pub fn tcptrace_state_btf(ctx: BtfTracePointContext) -> u32 {
 
 #[inline(always)]
 fn on_state<T: Tuple>(tuple: &T, sk: u64, old: u8, new: u8) -> Result<(), i64> {
+    // Between FIN_WAIT1 and CLOSE nothing happens that only a `state` event
+    // would tell: without those, the connection's lookup is spared.
+    if matches!(new, tcp::FIN_WAIT2 | tcp::CLOSING | tcp::TIME_WAIT) && !kind_wanted(kind::STATE) {
+        return Ok(());
+    }
     let now = now();
 
-    let entry = match tracked(sk) {
+    let (entry, stored) = match tracked(sk) {
         Some(entry) if old == tcp::CLOSE && new != tcp::CLOSE && entry.internal & internal::LISTENER == 0 => {
             // A closed socket used again (connect() after a failure): a new connection.
             zero_words(entry);
             first_sight(tuple, entry, sk, old, new, now);
-            entry
+            (entry, true)
         }
-        Some(entry) => entry,
+        Some(entry) => (entry, true),
         // A listener that was listening before tracing started is closing.
         None if old == tcp::LISTEN && new == tcp::CLOSE => {
             let mut listener = ListenerKey { netns: netns_of(sk, T::TYPED), port: 0, _pad: 0 };
@@ -70,13 +75,24 @@ fn on_state<T: Tuple>(tuple: &T, sk: u64, old: u8, new: u8) -> Result<(), i64> {
         None => {
             let fresh = scratch(scratch_slot::STATE).ok_or(0)?;
             first_sight(tuple, fresh, sk, old, new, now);
-            if CONNS.insert(&sk, fresh, 0).is_err() {
-                count(counter::CONN_MAP_FULL);
-                return Ok(());
-            }
-            tracked(sk).ok_or(0)?
+            (fresh, false)
         }
     };
+    transition(tuple, entry, sk, old, new, now);
+    // A new socket's template is built in scratch and stored once its first
+    // transition is done: no lookup to find the stored copy. Other hooks find
+    // the socket only once it is stored, as before, and a new connection's
+    // first transition comes before the kernel hashes its socket, so no
+    // packet of it can run them meanwhile.
+    if !stored && CONNS.insert(&sk, entry, 0).is_err() {
+        count(counter::CONN_MAP_FULL);
+    }
+    Ok(())
+}
+
+/// What transition `old` -> `new` of the socket tracked as `entry` tells.
+#[inline(always)]
+fn transition<T: Tuple>(tuple: &T, entry: &mut Conn, sk: u64, old: u8, new: u8, now: u64) {
     let conn = &mut entry.event;
     // Ports still unknown at first sight (an active open's local port, a
     // passive child's remote end) arrive with later transitions.
@@ -89,7 +105,7 @@ fn on_state<T: Tuple>(tuple: &T, sk: u64, old: u8, new: u8) -> Result<(), i64> {
         if new == tcp::CLOSE {
             let _ = LISTENERS.remove(&listener_key(conn));
         }
-        return Ok(());
+        return;
     }
     // Leaving SYN_SENT, the local port is known: the connect event goes
     // first unless connect() already returned and sent it.
@@ -108,11 +124,7 @@ fn on_state<T: Tuple>(tuple: &T, sk: u64, old: u8, new: u8) -> Result<(), i64> {
         // Only close() or shutdown() by whoever holds the socket now moves it
         // here: after a fork or an fd handover that is the worker, not the
         // task that connected or accepted, and the rest of its story is theirs.
-        // Mostly the owner already: then the owner helpers are spared.
-        let closer = (bpf_get_current_pid_tgid() >> 32) as u32;
-        if closer != 0 && closer != conn.tgid {
-            set_owner(conn, &current_owner());
-        }
+        hand_to_current_process(conn);
     }
     // The kernel sometimes re-sets the state it is in; that is no transition.
     if old != new && entry.internal & internal::SYN_RECV_PENDING == 0 {
@@ -134,7 +146,6 @@ fn on_state<T: Tuple>(tuple: &T, sk: u64, old: u8, new: u8) -> Result<(), i64> {
         (_, tcp::CLOSE) if old != tcp::CLOSE => closed(conn, sk, now, old, T::TYPED),
         _ => {}
     }
-    Ok(())
 }
 
 /// The connection reached CLOSE from `old`: its `close` (or `failed`) event.
