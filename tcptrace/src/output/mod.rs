@@ -8,6 +8,7 @@ use crate::{
     session::Summary,
 };
 
+mod calendar;
 mod human;
 mod json;
 mod logfmt;

@@ -11,7 +11,7 @@ use std::{
 
 use serde::{Serialize, Serializer};
 
-use super::{EventWriter, LossReason, RunInfo};
+use super::{EventWriter, LossReason, RunInfo, calendar};
 use crate::{
     events::{ConnEvent, Detail, EventKind},
     session::Summary,
@@ -64,7 +64,10 @@ pub struct Rfc3339(pub SystemTime);
 
 impl Serialize for Rfc3339 {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&humantime::format_rfc3339_nanos(self.0))
+        match calendar::rfc3339_nanos(self.0) {
+            Some(text) => serializer.serialize_str(ascii(&text)),
+            None => serializer.collect_str(&humantime::format_rfc3339_nanos(self.0)),
+        }
     }
 }
 
@@ -73,8 +76,18 @@ pub struct Hex(pub u64);
 
 impl Serialize for Hex {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&format_args!("{:016x}", self.0))
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [0u8; 16];
+        for (index, digit) in text.iter_mut().enumerate() {
+            *digit = DIGITS[(self.0 >> (60 - 4 * index) & 0xf) as usize];
+        }
+        serializer.serialize_str(ascii(&text))
     }
+}
+
+/// Text these writers built from ASCII digits and punctuation only.
+fn ascii(text: &[u8]) -> &str {
+    std::str::from_utf8(text).expect("ASCII")
 }
 
 /// `Some(None)` prints `null`; `None` leaves the key out.

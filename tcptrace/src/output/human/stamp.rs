@@ -2,7 +2,7 @@
 //! `write!` was a tenth of a line's cost.
 use std::time::SystemTime;
 
-use crate::config::TimeFormat;
+use crate::{config::TimeFormat, output::calendar::civil_date};
 
 /// The time column: time of day, date and time, or seconds since the start,
 /// to the millisecond or the microsecond.
@@ -52,20 +52,6 @@ fn push_clock(out: &mut String, seconds: u64) {
     push_padded(out, seconds / 60 % 60, 2);
     out.push(':');
     push_padded(out, seconds % 60, 2);
-}
-
-/// Year, month and day of the `days`th day since 1970-01-01 (proleptic
-/// Gregorian; Howard Hinnant's `civil_from_days`).
-pub fn civil_date(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + u64::from(month <= 2), month, day)
 }
 
 /// `number` in decimal, zero-padded to `width` digits (a wider number keeps all its digits).

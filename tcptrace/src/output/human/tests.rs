@@ -2,7 +2,6 @@
 use std::time::Duration;
 
 use super::{
-    stamp::civil_date,
     units::{Brief, Bytes, Short},
     *,
 };
@@ -124,9 +123,6 @@ fn clipping() {
 
 #[test]
 fn dates() {
-    assert_eq!(civil_date(0), (1970, 1, 1));
-    assert_eq!(civil_date(20_416), (2025, 11, 24));
-    assert_eq!(civil_date(11_016), (2000, 2, 29));
     let day = |text: &str| humantime::parse_rfc3339(text).expect("date");
     for text in ["2024-02-29T23:59:59.999Z", "2026-12-01T10:22:18.123Z", "2100-03-01T00:00:00.000Z"] {
         let stamp = Stamp { time: day(text), format: TimeFormat::DateTime, origin: day(text), micros: false };
