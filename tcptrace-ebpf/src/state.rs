@@ -55,14 +55,14 @@ fn on_state<T: Tuple>(tuple: &T, sk: u64, old: u8, new: u8) -> Result<(), i64> {
     }
     let now = now();
 
-    let (entry, stored) = match tracked(sk) {
+    let entry = match tracked(sk) {
         Some(entry) if old == tcp::CLOSE && new != tcp::CLOSE && entry.internal & internal::LISTENER == 0 => {
             // A closed socket used again (connect() after a failure): a new connection.
             zero_words(entry);
             first_sight(tuple, entry, sk, old, new, now);
-            (entry, true)
+            entry
         }
-        Some(entry) => (entry, true),
+        Some(entry) => entry,
         // A listener that was listening before tracing started is closing.
         None if old == tcp::LISTEN && new == tcp::CLOSE => {
             let mut listener = ListenerKey { netns: netns_of(sk, T::TYPED), port: 0, _pad: 0 };
@@ -75,24 +75,13 @@ fn on_state<T: Tuple>(tuple: &T, sk: u64, old: u8, new: u8) -> Result<(), i64> {
         None => {
             let fresh = scratch(scratch_slot::STATE).ok_or(0)?;
             first_sight(tuple, fresh, sk, old, new, now);
-            (fresh, false)
+            if CONNS.insert(&sk, fresh, 0).is_err() {
+                count(counter::CONN_MAP_FULL);
+                return Ok(());
+            }
+            tracked(sk).ok_or(0)?
         }
     };
-    transition(tuple, entry, sk, old, new, now);
-    // A new socket's template is built in scratch and stored once its first
-    // transition is done: no lookup to find the stored copy. Other hooks find
-    // the socket only once it is stored, as before, and a new connection's
-    // first transition comes before the kernel hashes its socket, so no
-    // packet of it can run them meanwhile.
-    if !stored && CONNS.insert(&sk, entry, 0).is_err() {
-        count(counter::CONN_MAP_FULL);
-    }
-    Ok(())
-}
-
-/// What transition `old` -> `new` of the socket tracked as `entry` tells.
-#[inline(always)]
-fn transition<T: Tuple>(tuple: &T, entry: &mut Conn, sk: u64, old: u8, new: u8, now: u64) {
     let conn = &mut entry.event;
     // Ports still unknown at first sight (an active open's local port, a
     // passive child's remote end) arrive with later transitions.
@@ -105,7 +94,7 @@ fn transition<T: Tuple>(tuple: &T, entry: &mut Conn, sk: u64, old: u8, new: u8, 
         if new == tcp::CLOSE {
             let _ = LISTENERS.remove(&listener_key(conn));
         }
-        return;
+        return Ok(());
     }
     // Leaving SYN_SENT, the local port is known: the connect event goes
     // first unless connect() already returned and sent it.
@@ -146,6 +135,7 @@ fn transition<T: Tuple>(tuple: &T, entry: &mut Conn, sk: u64, old: u8, new: u8, 
         (_, tcp::CLOSE) if old != tcp::CLOSE => closed(conn, sk, now, old, T::TYPED),
         _ => {}
     }
+    Ok(())
 }
 
 /// The connection reached CLOSE from `old`: its `close` (or `failed`) event.
