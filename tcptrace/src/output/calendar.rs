@@ -1,5 +1,6 @@
 //! Dates and times as text without the formatting machinery: every line
-//! carries one, and `write!` or humantime was a tenth of a line's cost.
+//! and record carries one (`write!` was a tenth of a human line's cost,
+//! humantime and `format!` ~4 % of a JSON record's).
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Year, month and day of the `days`th day since 1970-01-01 (proleptic
