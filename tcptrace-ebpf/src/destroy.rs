@@ -9,6 +9,7 @@ use tcptrace_common::{counter, kind, tcp_state as tcp, tracepoint::sk::SKADDR};
 use crate::{
     conn::{forget_connect, internal, now, tracked},
     emit::emit,
+    kernel::state_before_close,
     maps::{CONNS, count},
     record::at,
     state::closed,
@@ -39,7 +40,7 @@ fn forget(sk: u64, typed: bool) {
         if conn.new_state != tcp::CLOSE && entry.internal & internal::LISTENER == 0 {
             count(counter::CLOSE_AT_DESTROY);
             let now = now();
-            let last_seen = conn.new_state;
+            let last_seen = state_before_close(sk, conn.new_state, typed);
             conn.new_state = tcp::CLOSE;
             emit(conn, kind::STATE, now, last_seen);
             closed(conn, sk, now, last_seen, typed);

@@ -96,9 +96,10 @@ pub fn protocol_of(sk: u64) -> u16 {
     load(sk, config!(offsets.sock_protocol))
 }
 
-/// The TCP state of a BTF-typed socket (see `load`).
-pub fn state_of(sk: u64) -> u8 {
-    load(sk, config!(offsets.sock_state))
+/// The TCP state of a socket (`typed`: see `field`).
+#[inline(always)]
+pub fn state_of(sk: u64, typed: bool) -> u8 {
+    field(sk, config!(offsets.sock_state), typed)
 }
 
 /// The tuple read from a BTF-typed socket, loaded straight (see `load`):
@@ -175,6 +176,27 @@ pub fn fill_close_stats(sk: u64, conn: &mut Event, old: u8, typed: bool) {
     conn.segs_in = field(tp, config!(offsets.tcp_segs_in), typed);
     conn.retransmits = field(tp, config!(offsets.tcp_total_retrans), typed);
     conn.srtt_us = field::<u32>(tp, config!(offsets.tcp_srtt_us), typed) >> 3;
+}
+
+/// The state a socket left for CLOSE, for a close seen only at its destroy.
+/// After our FIN the state we last saw may be behind: the state program does
+/// not look up FIN_WAIT2, CLOSING or TIME_WAIT unless `state` events are
+/// asked for (state.rs). Which of them the socket reached, its FIN's
+/// acknowledgement and the peer's FIN tell exactly (tcp_rcv_state_process,
+/// tcp_fin); FIN_WAIT1 straight to CLOSE is an abort.
+#[inline(always)]
+pub fn state_before_close(sk: u64, last_seen: u8, typed: bool) -> u8 {
+    if !matches!(last_seen, tcp::FIN_WAIT1 | tcp::FIN_WAIT2 | tcp::CLOSING) {
+        return last_seen;
+    }
+    let tp = tcp_sock(sk, typed);
+    let ours_acked = tp != 0 && fin_acked(tp, tcp::FIN_WAIT1, typed);
+    match (ours_acked, fin_received(sk, typed)) {
+        (true, true) => tcp::TIME_WAIT,
+        (true, false) => tcp::FIN_WAIT2,
+        (false, true) => tcp::CLOSING,
+        (false, false) => tcp::FIN_WAIT1,
+    }
 }
 
 /// Whether our FIN counts in bytes_acked. A socket that sent its FIN stays in

@@ -15,16 +15,19 @@ use tcptrace_common::{
 use crate::{
     conn::{Conn, closed_by, now, tracked, untracked},
     emit::{emit, emit_connect_once},
-    kernel::{SockTuple, netns_of, netns_of_skb},
+    kernel::{SockTuple, netns_of, netns_of_skb, state_of},
     maps::{config, scratch, scratch_slot},
     record::{RecordTuple, Tuple, at, bytes, fill_tuple},
+    state::catch_up,
 };
 
 #[tracepoint]
 pub fn tcptrace_send_reset(ctx: TracePointContext) -> u32 {
     let sk: u64 = at(&ctx, send_reset::SKADDR);
     let reason = if config!(send_reset_has_reason) != 0 { at::<u32>(&ctx, send_reset::REASON) } else { 0 };
+    let state = at::<i32>(&ctx, send_reset::STATE) as u8;
     if let Some(Conn { event: conn, .. }) = tracked(sk) {
+        catch_up(conn, state);
         conn.flags |= flags::RST_SENT;
         closed_by(conn, side::LOCAL);
         conn.reset_reason = reason;
@@ -33,7 +36,7 @@ pub fn tcptrace_send_reset(ctx: TracePointContext) -> u32 {
     }
     let Some(Conn { event, .. }) = scratch(scratch_slot::SEND_RESET) else { return 0 };
     event.sock_addr = sk;
-    event.new_state = at::<i32>(&ctx, send_reset::STATE) as u8;
+    event.new_state = state;
     event.netns = if sk != 0 { netns_of(sk, false) } else { netns_of_skb(at(&ctx, send_reset::SKBADDR)) };
     event.reset_reason = reason;
     if config!(send_reset_has_reason) != 0 {
@@ -63,6 +66,7 @@ pub fn tcptrace_receive_reset_btf(ctx: BtfTracePointContext) -> u32 {
 #[inline(always)]
 fn on_receive_reset<T: Tuple>(tuple: &T, sk: u64) {
     if let Some(Conn { event: conn, connect_unsent, .. }) = tracked(sk) {
+        catch_up(conn, state_of(sk, T::TYPED));
         if conn.new_state == tcp_state::SYN_SENT {
             // A refused connect: the RST beats connect()'s return, and the
             // connect event (with the local port, known here) goes first.

@@ -16,6 +16,7 @@ use crate::{
     kernel::{SockTuple, netns_of, state_of},
     maps::{CONNS, LISTENERS, scratch, scratch_slot},
     record::{RecordTuple, Tuple, at, fill_tuple},
+    state::catch_up,
 };
 
 #[tracepoint]
@@ -29,7 +30,7 @@ pub fn tcptrace_retransmit(ctx: TracePointContext) -> u32 {
 #[btf_tracepoint(function = "tcp_retransmit_skb")]
 pub fn tcptrace_retransmit_btf(ctx: BtfTracePointContext) -> u32 {
     let sk: u64 = ctx.arg(0);
-    on_retransmit(&SockTuple(sk), sk, state_of(sk));
+    on_retransmit(&SockTuple(sk), sk, state_of(sk, true));
     0
 }
 
@@ -40,6 +41,7 @@ fn on_retransmit<T: Tuple>(tuple: &T, sk: u64, state: u8) {
             tuple.fill(conn);
             emit_connect_once(conn, connect_unsent, sk);
         }
+        catch_up(conn, state);
         emit(conn, kind::RETRANSMIT, now(), conn.new_state);
         return;
     }

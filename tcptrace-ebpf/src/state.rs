@@ -50,7 +50,7 @@ pub fn tcptrace_state_btf(ctx: BtfTracePointContext) -> u32 {
 fn on_state<T: Tuple>(tuple: &T, sk: u64, old: u8, new: u8) -> Result<(), i64> {
     // Between FIN_WAIT1 and CLOSE nothing happens that only a `state` event
     // would tell: without those, the connection's lookup is spared.
-    if matches!(new, tcp::FIN_WAIT2 | tcp::CLOSING | tcp::TIME_WAIT) && !kind_wanted(kind::STATE) {
+    if passed_by(new) && !kind_wanted(kind::STATE) {
         return Ok(());
     }
     let now = now();
@@ -136,6 +136,23 @@ fn on_state<T: Tuple>(tuple: &T, sk: u64, old: u8, new: u8) -> Result<(), i64> {
         _ => {}
     }
     Ok(())
+}
+
+/// States the state program may pass by without the connection's lookup
+/// (see `on_state`): a template's state can be behind while its socket is in one.
+#[inline(always)]
+fn passed_by(state: u8) -> bool {
+    matches!(state, tcp::FIN_WAIT2 | tcp::CLOSING | tcp::TIME_WAIT)
+}
+
+/// Brings a template's state up to its socket's own `state`, read by another
+/// hook, where the state program may have passed it by: so a `reset` or
+/// `retransmit` event tells the state the socket is in.
+#[inline(always)]
+pub fn catch_up(conn: &mut Event, state: u8) {
+    if passed_by(state) {
+        conn.new_state = state;
+    }
 }
 
 /// The connection reached CLOSE from `old`: its `close` (or `failed`) event.

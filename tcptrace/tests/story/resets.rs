@@ -59,3 +59,35 @@ fn so_linger_zero_closes_with_rst_on_both_ends() {
     );
     tracer.stop();
 }
+
+/// A RST that reaches a half-closed socket in FIN_WAIT2 names that state,
+/// with no `state` events asked for: the state program then passes
+/// FIN_WAIT2 by without a lookup, and the reset hook reads the socket's own.
+#[test]
+fn a_rst_in_fin_wait2_names_the_state_without_state_events() {
+    require_root();
+    let ns = Netns::new();
+    let port = port();
+    let tracer = Tracer::start(&["-e", "reset,close", "-P", &port.to_string()]);
+    let mut server = ns.talk_server(port, "recv:100 send:200 eof wait linger0 close");
+    // `drained` counts our FIN: once it is acknowledged, we are in FIN_WAIT2.
+    let (mut client, client_port) = ns.talk_client(port, "send:100 recv:200 shut drained say:fin_wait2 wait eof close");
+    assert_eq!(client.line(), "fin_wait2");
+    server.send_line();
+    assert_eq!(server.done(), (200, 100));
+    let events = tracer.wait_for("the client's close", |ev| {
+        ev.iter().any(|e| e["event"] == "close" && e["netns"] == ns.inode && e["lport"] == client_port)
+    });
+    client.send_line();
+    assert_eq!(client.done(), (100, 200));
+    let ours = of_port(&events, ns.inode, client_port);
+    let reset = find(&ours, "reset", client_port).expect("the client's reset");
+    assert_eq!((&reset["reset"], &reset["state"]), (&Value::from("received"), &Value::from("FIN_WAIT2")), "{reset}");
+    let close = find(&ours, "close", client_port).expect("the client's close");
+    assert_eq!(
+        (&close["closed_by"], &close["close_kind"]),
+        (&Value::from("local"), &Value::from("rst_received")),
+        "{close}"
+    );
+    tracer.stop();
+}
