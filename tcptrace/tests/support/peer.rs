@@ -15,15 +15,10 @@ fn peer_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/peer.py")
 }
 
-/// peer.py copied where any user can read it, once per test process.
-fn shared_peer_script() -> PathBuf {
-    static COPY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    COPY.get_or_init(|| {
-        let copy = std::env::temp_dir().join(format!("tcptrace-peer-{}.py", std::process::id()));
-        std::fs::copy(peer_script(), &copy).expect("copy peer.py");
-        copy
-    })
-    .clone()
+/// peer.py's source, for a user who may not reach the build tree: given to
+/// Python on its command line, so no copy is left behind.
+fn peer_source() -> String {
+    std::fs::read_to_string(peer_script()).expect("read peer.py")
 }
 
 impl Netns {
@@ -56,8 +51,8 @@ impl Netns {
             cmd.arg("python3").arg(peer_script());
         } else {
             // Another user may not reach the build tree or a python3 under
-            // root's home: the system's python3 and a world-readable copy.
-            cmd.arg("/usr/bin/python3").arg(shared_peer_script());
+            // root's home: the system's python3, given the source itself.
+            cmd.args(["/usr/bin/python3", "-c"]).arg(peer_source());
         }
         cmd.args(args);
         if let Some(comm) = comm {
