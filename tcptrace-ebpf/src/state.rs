@@ -75,7 +75,11 @@ fn on_state<T: Tuple>(tuple: &T, sk: u64, old: u8, new: u8) -> Result<(), i64> {
         None => {
             let fresh = scratch(scratch_slot::STATE).ok_or(0)?;
             first_sight(tuple, fresh, sk, old, new, now);
-            if CONNS.insert(&sk, fresh, 0).is_err() {
+            // The key in a stack slot of its own: Linux 6.1's verifier turns
+            // a slot that a helper reads into plain bytes, and a typed `sk`
+            // reloaded from it could no longer be read (tp_btf refused).
+            let key = core::hint::black_box(sk);
+            if CONNS.insert(&key, fresh, 0).is_err() {
                 count(counter::CONN_MAP_FULL);
                 return Ok(());
             }
