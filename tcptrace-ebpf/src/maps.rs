@@ -1,7 +1,7 @@
 //! Maps and load-time globals shared by every hook.
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
 use tcptrace_common::{AddrKey, CgroupKey, CommKey, ListenerKey, LoadConfig, Owner, PidKey, PortKey, counter};
 
@@ -89,9 +89,21 @@ pub static CONNS: HashMap<u64, Conn> = HashMap::with_max_entries(1 << 20, NO_PRE
 #[map]
 pub static PENDING_CONNECT: HashMap<u64, u8> = HashMap::with_max_entries(1 << 20, NO_PREALLOC);
 
-/// The socket each thread is connecting, from SYN_SENT until connect() returns.
+/// The socket each thread is connecting, from SYN_SENT until connect()
+/// returns, for connect()'s syscall hook (connect.rs); kept only when that
+/// hook is the one attached (`CONNECT_AT_SYSCALL_EXIT`), as nothing else
+/// removes the entries. Not an LRU map: its shared lists cost the state
+/// program ~0.5 us a connection (pairwise bpf_stats), and a thread leaves at
+/// most one stale entry (a connect() whose exit was never seen, e.g. through
+/// io_uring), which its next connect() overwrites.
 #[map]
-pub static CONNECTING: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
+pub static CONNECTING: HashMap<u64, u64> = HashMap::with_max_entries(1 << 16, NO_PREALLOC);
+
+/// Index 0 non-zero: connect() is seen at its syscall's exit, so the state
+/// program keeps `CONNECTING`. Written by userspace once attached (CONFIG is
+/// fixed before the attach ladder has run).
+#[map]
+pub static CONNECT_AT_SYSCALL_EXIT: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Owners of listening sockets by (netns, port): a passive connection belongs
 /// to its listener's owner until some process accepts it. Userspace seeds it

@@ -15,7 +15,7 @@ use crate::{
     conn::{Conn, closed_by, forget_connect, internal, mark_connect_unsent, now, tracked},
     emit::{current_owner, emit, emit_connect_once, hand_to_current_process, kind_wanted, set_owner, zero_words},
     kernel::{SockTuple, cookie_of, fill_close_stats, netns_of, protocol_of, synack_rtt_us},
-    maps::{CONNECTING, CONNS, LISTENERS, count, counted, scratch, scratch_slot},
+    maps::{CONNECT_AT_SYSCALL_EXIT, CONNECTING, CONNS, LISTENERS, count, counted, scratch, scratch_slot},
     record::{RecordTuple, Tuple, at},
 };
 
@@ -187,7 +187,9 @@ fn first_sight<T: Tuple>(tuple: &T, entry: &mut Conn, sk: u64, old: u8, new: u8,
             conn.direction = direction::OUTBOUND;
             conn.flags |= flags::START_KNOWN;
             mark_connect_unsent(entry, sk);
-            counted(CONNECTING.insert(&bpf_get_current_pid_tgid(), &sk, 0));
+            if CONNECT_AT_SYSCALL_EXIT.get(0).is_some_and(|&on| on != 0) {
+                counted(CONNECTING.insert(&bpf_get_current_pid_tgid(), &sk, 0));
+            }
         }
         // listen(): we are in the listening task's syscall.
         tcp::LISTEN => {

@@ -213,6 +213,10 @@ pub fn attach_all(
     })
 }
 
+/// connect()'s syscall-exit program (attach/hooks.rs), which needs the state
+/// program to note which socket each thread is connecting.
+pub const CONNECT_AT_SYSCALL_EXIT: &str = "tcptrace_connect";
+
 /// Where aya finds the kprobe PMU; absent when the kernel has no kprobes.
 const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe/type";
 

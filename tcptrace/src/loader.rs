@@ -6,7 +6,7 @@ use std::{path::Path, sync::Arc, time::Instant};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{
-        HashMap,
+        Array, HashMap,
         lpm_trie::{Key, LpmTrie},
     },
 };
@@ -89,11 +89,22 @@ pub fn load(config: &Config) -> Result<Tracer, LoadError> {
     let targets = targets.map(|thread| thread.join().map_err(|_| LoadError::BtfThread)).transpose()?;
     phase("aya's BTF of the attach targets");
     let hooks = attach::attach_all(&mut ebpf, config.attach, fentry, targets)?;
+    note_connect_hook(&mut ebpf, &hooks)?;
     phase("attach");
     // After attaching, so a listener opened meanwhile is seen by one or the other.
     find_owners(&mut ebpf, snapshot.as_mut())?;
     phase("owners of listeners and snapshot (sock_diag, /proc)");
     Ok(Tracer { ebpf, hooks, reset_reasons: tracefs::reset_reasons(&tracefs), snapshot })
+}
+
+/// Tells the state program whether connect() is seen at its syscall's exit,
+/// which needs the connecting threads' sockets (maps.rs, `CONNECTING`).
+fn note_connect_hook(ebpf: &mut Ebpf, hooks: &[HookReport]) -> Result<(), LoadError> {
+    const NAME: &str = "CONNECT_AT_SYSCALL_EXIT";
+    let at_syscall_exit = hooks.iter().any(|hook| hook.programs.contains(&attach::CONNECT_AT_SYSCALL_EXIT));
+    let map = ebpf.map_mut(NAME).ok_or(LoadError::MissingMap(NAME))?;
+    let mut flag: Array<_, u32> = Array::try_from(map).map_err(|source| LoadError::Map { name: NAME, source })?;
+    flag.set(0, &u32::from(at_syscall_exit), 0).map_err(|source| LoadError::Map { name: NAME, source })
 }
 
 /// Tells the kernel who owns the listeners that were open before we attached,

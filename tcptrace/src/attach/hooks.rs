@@ -28,7 +28,7 @@ pub(super) const HOOKS: &[Hook] = &[
         rungs: &[
             Rung::Fentry { program: "tcptrace_connect_fentry", function: "tcp_connect" },
             Rung::Kprobe { program: "tcptrace_connect_kprobe", function: "tcp_connect" },
-            Rung::Tracepoints { program: "tcptrace_connect", points: &[("syscalls", "sys_exit_connect")] },
+            Rung::Tracepoints { program: super::CONNECT_AT_SYSCALL_EXIT, points: &[("syscalls", "sys_exit_connect")] },
         ],
         net: None,
     },

@@ -35,6 +35,30 @@ fn connect_to_a_closed_port_fails_refused() {
     tracer.stop();
 }
 
+/// A non-blocking connect() to a silent host shows at once, not at its first
+/// SYN retransmission (1 s): on the tracepoint rung, connect()'s syscall hook
+/// sends it from the socket the state program noted for the thread.
+#[test]
+fn a_pending_nonblocking_connect_shows_before_any_retransmission() {
+    require_root();
+    let ns = Netns::new();
+    let port = port();
+    ns.drop_on_arrival("drop_syn", &format!("tcp dport {port}"));
+    let tracer = Tracer::start(&["-e", "connect,retransmit,failed"]);
+    let mut client = ns.peer(&["pending", "127.0.0.1", &port.to_string()]);
+    assert_eq!(client.line(), "pending");
+    tracer.wait_for("the pending connect", |ev| count(ev, ns.inode, port, "connect") == 1);
+    // Given up before the first retransmission: a connect event that only
+    // the retransmission sent would come with it.
+    client.send_line();
+    assert!(client.wait().success());
+    let events = tracer.wait_for("the abandoned attempt", |ev| count(ev, ns.inode, port, "failed") == 1);
+    let ours = of_port(&events, ns.inode, port);
+    assert_eq!(count(&events, ns.inode, port, "retransmit"), 0, "{ours:#?}");
+    assert_eq!(one(&ours, "connect")["pid"], client.pid());
+    tracer.stop();
+}
+
 #[test]
 fn unanswered_syns_fail_with_timeout() {
     require_root();

@@ -263,6 +263,19 @@ def attempt(host, port):
         conn.close()
 
 
+def pending(host, port):
+    """A non-blocking connect() left in flight until stdin says to give up."""
+    conn = socket.socket(family_of(host), socket.SOCK_STREAM)
+    conn.setblocking(False)
+    try:
+        conn.connect((host, port))
+    except BlockingIOError:
+        pass
+    print("pending", flush=True)
+    sys.stdin.readline()
+    conn.close()
+
+
 def checksum(data):
     if len(data) % 2:
         data += b"\0"
@@ -308,5 +321,7 @@ if __name__ == "__main__":
         hold(host, port, int(sys.argv[4]))
     elif mode == "attempt":
         attempt(host, port)
+    elif mode == "pending":
+        pending(host, port)
     else:
         sys.exit(f"unknown mode {mode}")
