@@ -1,7 +1,7 @@
 //! Building events from a connection's template and sending them to userspace.
 use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-    generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id},
+    bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+    generated::{self, bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id},
 };
 use aya_ebpf::maps::lpm_trie::Key;
 use tcptrace_common::{COMM_LEN, Event, Owner, counter, family, filter, flags, tcp_state};
@@ -19,12 +19,17 @@ pub fn current_owner() -> Owner {
     if config!(filters) & filter::CGROUP != 0 {
         admit_new_cgroup(cgroup_id);
     }
-    Owner {
-        cgroup_id,
-        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
-        uid: bpf_get_current_uid_gid() as u32,
-        comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
-    }
+    // The raw helper into an uninitialized buffer: aya's wrapper, like any
+    // zeroed [u8; 16] here, costs a byte-at-a-time memset on BPF, and copies
+    // its Result out byte by byte. The helper writes all 16 bytes, zeros
+    // past the name and all zeros when it fails.
+    let mut comm = core::mem::MaybeUninit::<[u8; COMM_LEN]>::uninit();
+    // SAFETY: `comm` is COMM_LEN writable bytes, all written by the helper.
+    let comm = unsafe {
+        generated::bpf_get_current_comm(comm.as_mut_ptr().cast(), COMM_LEN as u32);
+        comm.assume_init()
+    };
+    Owner { cgroup_id, tgid: (bpf_get_current_pid_tgid() >> 32) as u32, uid: bpf_get_current_uid_gid() as u32, comm }
 }
 
 /// Deepest cgroup level looked at for --cgroup: systemd and Kubernetes
@@ -118,11 +123,9 @@ fn address_passes(conn: &Event) -> bool {
 /// Looks `addr` up in the LPM trie, IPv4 as `::ffff:a.b.c.d`.
 fn address_in_filter(family: u8, addr: &[u8; 16]) -> bool {
     let data = if family == family::INET {
-        let mut mapped = [0u8; 16];
-        mapped[10] = 0xff;
-        mapped[11] = 0xff;
-        mapped[12..].copy_from_slice(&addr[..4]);
-        mapped
+        // As one 16-byte value: see record::ipv4_field.
+        let v4 = u32::from_le_bytes([addr[0], addr[1], addr[2], addr[3]]);
+        ((u128::from(v4) << 96) | (0xffff << 80)).to_le_bytes()
     } else {
         *addr
     };

@@ -2,7 +2,10 @@
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel, generated::bpf_skc_to_tcp_sock};
 use tcptrace_common::{Event, family, flags, tcp_state as tcp};
 
-use crate::{maps::config, record::Tuple};
+use crate::{
+    maps::config,
+    record::{Tuple, ipv4_field},
+};
 
 /// Reads a `T` at `base + offset` in kernel memory.
 fn read<T>(base: u64, offset: u32) -> Result<T, i64> {
@@ -123,14 +126,9 @@ impl Tuple for SockTuple {
             conn.saddr = load_in6(sk, config!(offsets.sock_v6_rcv_saddr));
             conn.daddr = load_in6(sk, config!(offsets.sock_v6_daddr));
         } else {
-            let mut saddr = [0; 16];
-            let mut daddr = [0; 16];
-            if inet != 0 {
-                saddr[..4].copy_from_slice(&load::<u32>(inet, config!(offsets.inet_saddr)).to_ne_bytes());
-            }
-            daddr[..4].copy_from_slice(&load::<u32>(sk, config!(offsets.sock_daddr)).to_ne_bytes());
-            conn.saddr = saddr;
-            conn.daddr = daddr;
+            let saddr: u32 = if inet != 0 { load(inet, config!(offsets.inet_saddr)) } else { 0 };
+            conn.saddr = ipv4_field(saddr.to_ne_bytes());
+            conn.daddr = ipv4_field(load::<u32>(sk, config!(offsets.sock_daddr)).to_ne_bytes());
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::{
     emit::{emit, emit_connect_once},
     kernel::{SockTuple, netns_of, netns_of_skb, state_of},
     maps::{config, scratch, scratch_slot},
-    record::{RecordTuple, Tuple, at, bytes, fill_tuple},
+    record::{RecordTuple, Tuple, at, bytes, fill_tuple, ipv4_field},
     state::catch_up,
 };
 
@@ -96,8 +96,6 @@ fn read_sockaddr(ctx: &TracePointContext, offset: usize, addr: &mut [u8; 16], po
     if af == tcptrace_common::family::INET6 {
         *addr = bytes(ctx, offset + 8);
     } else {
-        let mut v4 = [0; 16];
-        v4[..4].copy_from_slice(&bytes::<4>(ctx, offset + 4));
-        *addr = v4;
+        *addr = ipv4_field(bytes(ctx, offset + 4));
     }
 }
