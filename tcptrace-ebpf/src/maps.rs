@@ -92,10 +92,10 @@ pub static PENDING_CONNECT: HashMap<u64, u8> = HashMap::with_max_entries(1 << 20
 /// The socket each thread is connecting, from SYN_SENT until connect()
 /// returns, for connect()'s syscall hook (connect.rs); kept only when that
 /// hook is the one attached (`CONNECT_AT_SYSCALL_EXIT`), as nothing else
-/// removes the entries. Not an LRU map: its shared lists cost the state and
-/// connect programs ~0.7 µs a connection (pairwise bpf_stats); a thread leaves at
-/// most one stale entry (a connect() whose exit was never seen, e.g. through
-/// io_uring), which its next connect() overwrites.
+/// removes the entries. Not an LRU map: its shared lists are costly (README,
+/// Performance); a thread leaves at most one stale entry (a connect() whose
+/// exit was never seen, e.g. through io_uring), which its next connect()
+/// overwrites.
 #[map]
 pub static CONNECTING: HashMap<u64, u64> = HashMap::with_max_entries(1 << 16, NO_PREALLOC);
 
