@@ -47,17 +47,24 @@ impl Tracer {
     /// TCPTRACE_TEST_ATTACH=fentry|kprobe|tracepoint runs every test on that
     /// attach method alone (the VM runs use it to cover each rung).
     pub fn start_piped(format: &[&str], args: &[&str]) -> (Self, std::process::ChildStdout) {
+        let mut tracer = Self::start_into(format, args, Stdio::piped());
+        let stdout = tracer.child.stdout.take().expect("stdout");
+        (tracer, stdout)
+    }
+
+    /// Starts tcptrace with its stdout on `stdout` (a file, say), without
+    /// reading it.
+    pub fn start_into(format: &[&str], args: &[&str], stdout: Stdio) -> Self {
         let attach = std::env::var("TCPTRACE_TEST_ATTACH").unwrap_or_else(|_| "auto".to_owned());
         let mut child = Command::new(env!("CARGO_BIN_EXE_tcptrace"))
             .args(format)
             .args(["--attach", &attach])
             .args(args)
-            .stdout(Stdio::piped())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn tcptrace");
         let lines = Arc::new(Mutex::new(Vec::new()));
-        let stdout = child.stdout.take().expect("stdout");
         let stderr = Arc::new(Mutex::new(String::new()));
         let (ready_tx, ready) = channel();
         let log = Arc::clone(&stderr);
@@ -77,7 +84,7 @@ impl Tracer {
             let status = tracer.child.try_wait().ok().flatten();
             panic!("tcptrace never got ready (exit {status:?}); stderr:\n{}", tracer.stderr());
         }
-        (tracer, stdout)
+        tracer
     }
 
     /// Starts `tcptrace -o human -q ARGS`. Quiet, it never says it is ready:
