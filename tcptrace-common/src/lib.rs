@@ -186,6 +186,11 @@ pub struct Event {
 /// The byte size userspace checks every record against.
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
 
+/// The byte size of the kernel side's per-socket value (tcptrace-ebpf's
+/// `Conn`: the event template and 16 bytes of bookkeeping), for userspace,
+/// which creates the map that holds it.
+pub const CONN_SIZE: usize = EVENT_SIZE + 16;
+
 // A change of layout must be deliberate: these fail the build otherwise.
 const _: () = assert!(EVENT_SIZE == 160);
 const _: () = assert!(core::mem::align_of::<Event>() == 8);

@@ -23,6 +23,8 @@ pub struct Conn {
     pub connect_unsent: u64,
 }
 
+const _: () = assert!(core::mem::size_of::<Conn>() == tcptrace_common::CONN_SIZE);
+
 /// `Conn::internal` bits.
 pub mod internal {
     /// A listening socket's: its transitions are not a connection's.
@@ -51,7 +53,7 @@ pub fn tracked(sk: u64) -> Option<&'static mut Conn> {
 pub fn untracked<T: Tuple>(slot: u32, tuple: &T, sk: u64) -> Option<&'static mut Event> {
     let Conn { event, .. } = scratch(slot)?;
     event.sock_addr = sk;
-    event.netns = netns_of(sk, T::TYPED);
+    event.netns = netns_of(sk);
     tuple.fill(event);
     Some(event)
 }

@@ -76,11 +76,13 @@ const NO_PREALLOC: u32 = 1;
 /// value is its `Conn` (conn.rs): the event template (tuple, owner, start, how
 /// it is ending) and the kernel side's bookkeeping. Kept
 /// past CLOSE until the socket is destroyed, so a RST the kernel sends just
-/// after CLOSE still finds its owner. Its ceiling is `--max-sockets`, set at
-/// load; not preallocated, so a million sockets cost ~250 MB only on a host
-/// that holds a million.
+/// after CLOSE still finds its owner. Its ceiling is `--max-sockets`: the
+/// object's one entry is a placeholder, which userspace replaces before any
+/// program loads with a map of that size created on a thread of its own
+/// (tcptrace's loader.rs); not preallocated, so a million sockets cost
+/// ~250 MB only on a host that holds a million.
 #[map]
-pub static CONNS: HashMap<u64, Conn> = HashMap::with_max_entries(1 << 20, NO_PREALLOC);
+pub static CONNS: HashMap<u64, Conn> = HashMap::with_max_entries(1, NO_PREALLOC);
 
 /// Before Linux 5.12, which has no atomic exchange for `conn::take`: active
 /// opens whose `connect` event is not out yet, and whoever deletes the entry

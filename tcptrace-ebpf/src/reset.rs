@@ -37,7 +37,7 @@ pub fn tcptrace_send_reset(ctx: TracePointContext) -> u32 {
     let Some(Conn { event, .. }) = scratch(scratch_slot::SEND_RESET) else { return 0 };
     event.sock_addr = sk;
     event.new_state = state;
-    event.netns = if sk != 0 { netns_of(sk, false) } else { netns_of_skb(at(&ctx, send_reset::SKBADDR)) };
+    event.netns = if sk != 0 { netns_of(sk) } else { netns_of_skb(at(&ctx, send_reset::SKBADDR)) };
     event.reset_reason = reason;
     if config!(send_reset_has_reason) != 0 {
         read_sockaddr(&ctx, send_reset::SADDR, &mut event.saddr, &mut event.sport, &mut event.family);

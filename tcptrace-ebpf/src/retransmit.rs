@@ -61,7 +61,7 @@ pub fn tcptrace_retransmit_synack(ctx: TracePointContext) -> u32 {
     event.sock_addr = at(&ctx, synack::REQ);
     event.new_state = tcp_state::SYN_RECV;
     event.direction = direction::INBOUND;
-    event.netns = netns_of(listener, false);
+    event.netns = netns_of(listener);
     fill_tuple(&ctx, &synack::TUPLE, event);
     owner_from_listener(listener, event);
     emit(event, kind::RETRANSMIT, now(), tcp_state::SYN_RECV);

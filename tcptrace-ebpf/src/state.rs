@@ -65,7 +65,7 @@ fn on_state<T: Tuple>(tuple: &T, sk: u64, old: u8, new: u8) -> Result<(), i64> {
         Some(entry) => entry,
         // A listener that was listening before tracing started is closing.
         None if old == tcp::LISTEN && new == tcp::CLOSE => {
-            let mut listener = ListenerKey { netns: netns_of(sk, T::TYPED), port: 0, _pad: 0 };
+            let mut listener = ListenerKey { netns: netns_of(sk), port: 0, _pad: 0 };
             let fresh = &mut scratch(scratch_slot::STATE).ok_or(0)?.event;
             tuple.fill(fresh);
             listener.port = fresh.sport;
@@ -178,7 +178,7 @@ fn first_sight<T: Tuple>(tuple: &T, entry: &mut Conn, sk: u64, old: u8, new: u8,
     let conn = &mut entry.event;
     conn.sock_addr = sk;
     conn.start_ns = now;
-    conn.netns = netns_of(sk, T::TYPED);
+    conn.netns = netns_of(sk);
     tuple.fill(conn);
     match new {
         // connect(): we are in the connecting task's syscall.

@@ -99,8 +99,14 @@ impl Deref for Bytes {
     }
 }
 
+/// The word at `at`. An Option, not a Result: the scans read millions of
+/// words, and a Result with BtfError's strings costs them a drop each.
+fn word(data: &[u8], at: usize) -> Option<u32> {
+    data.get(at..at + 4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+}
+
 fn u32_at(data: &[u8], at: usize) -> Result<u32, BtfError> {
-    data.get(at..at + 4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]])).ok_or(BtfError::Truncated)
+    word(data, at).ok_or(BtfError::Truncated)
 }
 
 impl Btf {
@@ -135,7 +141,7 @@ impl Btf {
         let mut at = types_at;
         while at < types_end {
             records.push(at as u32);
-            let ty = Self::record(&data, at)?;
+            let ty = Self::record(&data, at).ok_or(BtfError::Truncated)?;
             let trailing = match ty.kind {
                 KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
                 KIND_ARRAY => 12,
@@ -149,21 +155,21 @@ impl Btf {
         Ok(Self { data, records, strings_at, strings_len, found: RefCell::default() })
     }
 
-    fn record(data: &[u8], at: usize) -> Result<Type, BtfError> {
-        let info = u32_at(data, at + 4)?;
-        Ok(Type {
-            name_off: u32_at(data, at)?,
+    fn record(data: &[u8], at: usize) -> Option<Type> {
+        let info = word(data, at + 4)?;
+        Some(Type {
+            name_off: word(data, at)?,
             kind: (info >> 24) & 0x1f,
             vlen: (info & 0xffff) as usize,
             bitfield_offsets: info >> 31 == 1,
-            ref_type: u32_at(data, at + 8)?,
+            ref_type: word(data, at + 8)?,
             trailing_at: at + 12,
         })
     }
 
     fn type_by_id(&self, id: u32) -> Option<Type> {
         let at = *self.records.get(id as usize).filter(|&&at| at != 0)?;
-        Self::record(&self.data, at as usize).ok()
+        Self::record(&self.data, at as usize)
     }
 
     /// Whether the string at `off` is `name`: compared in place, no UTF-8 check.
@@ -176,9 +182,9 @@ impl Btf {
     /// Member `i` of a struct or union: (name offset, type id, bit offset).
     fn member_at(&self, ty: &Type, i: usize) -> Option<(u32, u32, u32)> {
         let at = ty.trailing_at + i * 12;
-        let offset = u32_at(&self.data, at + 8).ok()?;
+        let offset = word(&self.data, at + 8)?;
         let bits = if ty.bitfield_offsets { offset & 0xff_ffff } else { offset };
-        Some((u32_at(&self.data, at).ok()?, u32_at(&self.data, at + 4).ok()?, bits))
+        Some((word(&self.data, at)?, word(&self.data, at + 4)?, bits))
     }
 
     /// Follows typedefs and qualifiers to the type underneath.
@@ -264,7 +270,7 @@ impl Btf {
         let size = if ty.kind == KIND_ENUM64 { 12 } else { 8 };
         (0..ty.vlen)
             .map(|i| ty.trailing_at + i * size)
-            .find(|&at| u32_at(&self.data, at).is_ok_and(|name_off| self.name_is(name_off, name)))
+            .find(|&at| word(&self.data, at).is_some_and(|name_off| self.name_is(name_off, name)))
             .map(|at| {
                 let low = u64::from(u32_at(&self.data, at + 4)?);
                 let high = if size == 12 { u64::from(u32_at(&self.data, at + 8)?) } else { 0 };

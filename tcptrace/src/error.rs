@@ -53,6 +53,12 @@ pub enum LoadError {
     /// The thread parsing the attach targets' BTF panicked.
     #[error("reading the kernel's BTF failed unexpectedly")]
     BtfThread,
+    /// The thread creating the connection map panicked.
+    #[error("creating the connection map failed unexpectedly")]
+    ConnsThread,
+    /// The connection map could not take the object's placeholder's place.
+    #[error("cannot put the connection map in place: {0}")]
+    ConnsSwap(std::io::Error),
     /// The thread listing the connections open at start panicked.
     #[error("listing the connections open at start failed unexpectedly")]
     SnapshotThread,

@@ -1,16 +1,21 @@
 //! Load the kernel object, set its load-time globals and filter maps, attach.
 //!
 //! Which method each hook gets is attach.rs's business.
-use std::{path::Path, sync::Arc, time::Instant};
+use std::{
+    os::fd::{AsFd, AsRawFd},
+    path::Path,
+    sync::Arc,
+    time::Instant,
+};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{
-        Array, HashMap,
+        Array, HashMap, Map, MapData,
         lpm_trie::{Key, LpmTrie},
     },
 };
-use tcptrace_common::{AddrKey, KernelOffsets, ListenerKey, LoadConfig, Owner};
+use tcptrace_common::{AddrKey, CONN_SIZE, KernelOffsets, ListenerKey, LoadConfig, Owner};
 
 use crate::{
     attach::{self, HookReport, targets::Targets},
@@ -43,6 +48,10 @@ pub fn load(config: &Config) -> Result<Tracer, LoadError> {
     let started = Instant::now();
     let phase = |name: &str| log::debug!("start-up: {name} done at {:?}", started.elapsed());
     ensure_privileged()?;
+    // The connection map's bucket array (16 MB for a million sockets) takes
+    // ~12 ms to create: from the first millisecond, on a thread of its own.
+    let max_sockets = config.max_sockets;
+    let conns = std::thread::spawn(move || create_conns(max_sockets));
     let tracefs = tracefs::root()?;
     let send_reset = tracefs::check_layouts(&tracefs)?;
     phase("tracepoint layouts");
@@ -77,7 +86,6 @@ pub fn load(config: &Config) -> Result<Tracer, LoadError> {
     let mut ebpf = EbpfLoader::new()
         .override_global("CONFIG", &load_config, true)
         .map_max_entries("EVENTS", config.ring_buffer_bytes)
-        .map_max_entries("CONNS", config.max_sockets)
         .map_max_entries("PENDING_CONNECT", if atomic_xchg { 1 } else { config.max_sockets })
         .load(OBJECT)?;
     fill_filters(&mut ebpf, &config.filters)?;
@@ -88,6 +96,8 @@ pub fn load(config: &Config) -> Result<Tracer, LoadError> {
     phase("snapshot (sock_diag)");
     let targets = targets.map(|thread| thread.join().map_err(|_| LoadError::BtfThread)).transpose()?;
     phase("aya's BTF of the attach targets");
+    swap_in_conns(&ebpf, conns.join().map_err(|_| LoadError::ConnsThread)??)?;
+    phase("connection map");
     let hooks = attach::attach_all(&mut ebpf, config.attach, fentry, targets)?;
     note_connect_hook(&mut ebpf, &hooks)?;
     phase("attach");
@@ -95,6 +105,39 @@ pub fn load(config: &Config) -> Result<Tracer, LoadError> {
     find_owners(&mut ebpf, snapshot.as_mut())?;
     phase("owners of listeners and snapshot (sock_diag, /proc)");
     Ok(Tracer { ebpf, hooks, reset_reasons: tracefs::reset_reasons(&tracefs), snapshot })
+}
+
+/// The hash the programs keep every tracked socket in (`CONNS`), created
+/// apart from the object so that its size costs no start-up.
+fn create_conns(max_sockets: u32) -> Result<MapData, LoadError> {
+    const NO_PREALLOC: u32 = 1;
+    let shape = aya_obj::Map::new_from_params(
+        aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_HASH as u32,
+        size_of::<u64>() as u32,
+        CONN_SIZE as u32,
+        max_sockets,
+        NO_PREALLOC,
+    );
+    MapData::create(shape, CONNS, None).map_err(|source| LoadError::Map { name: CONNS, source })
+}
+
+const CONNS: &str = "CONNS";
+
+/// Puts `hash` under the file descriptor of the object's one-entry `CONNS`.
+/// aya wrote that number into the programs' instructions when it loaded the
+/// object, and the kernel resolves it only as each program is loaded
+/// (attach.rs), so every program gets the full-size hash. aya keeps owning
+/// the descriptor and closes it with the others.
+fn swap_in_conns(ebpf: &Ebpf, hash: MapData) -> Result<(), LoadError> {
+    let Some(Map::HashMap(placeholder)) = ebpf.map(CONNS) else {
+        return Err(LoadError::MissingMap(CONNS));
+    };
+    // SAFETY: both descriptors are open and stay so; dup2 replaces what the
+    // placeholder's number refers to in one step, and `hash` closes only its own.
+    if unsafe { libc::dup2(hash.fd().as_fd().as_raw_fd(), placeholder.fd().as_fd().as_raw_fd()) } < 0 {
+        return Err(LoadError::ConnsSwap(std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 /// Tells the state program whether connect() is seen at its syscall's exit,

@@ -250,3 +250,29 @@ fn events_leave_in_kernel_time_order() {
     assert_eq!(disorder, 0, "{disorder} lines out of order among {}", times.len());
     assert!(events.len() > 2000, "a burst of every kind: {} events", events.len());
 }
+
+/// `--max-sockets` sizes the connection map (created apart and swapped in
+/// for the object's placeholder at start): past it, sockets go untracked
+/// and are counted, never silently.
+#[test]
+fn max_sockets_sizes_the_connection_map() {
+    require_root();
+    const MAX_SOCKETS: usize = 1024;
+    /// 1,400 sockets and their listener: past the map's size.
+    const HELD: usize = 700;
+    let ns = Netns::new();
+    let port = port();
+    let tracer = Tracer::start(&["--max-sockets", &MAX_SOCKETS.to_string(), "--netns", &ns.name]);
+    let mut holder = ns.peer(&["hold", "127.0.0.1", &port.to_string(), &HELD.to_string()]);
+    assert!(holder.line().starts_with("held "), "holder {} failed", holder.pid());
+    let stderr = tracer.wait_stderr("the untracked sockets' report", |stderr| stderr.contains("not tracked"));
+    // Each socket takes an entry from its first transition until it is freed.
+    tracer.wait_for("the tracked sockets' handshakes", |ev| {
+        count(ev, ns.inode, port, "established") >= MAX_SOCKETS * 9 / 10
+    });
+    holder.close_stdin();
+    assert!(holder.wait().success());
+    let established = count(&tracer.events(), ns.inode, port, "established");
+    assert!(established < MAX_SOCKETS, "{established} sockets tracked in a map of {MAX_SOCKETS}\n{stderr}");
+    tracer.stop();
+}
