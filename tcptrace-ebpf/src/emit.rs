@@ -19,16 +19,17 @@ pub fn current_owner() -> Owner {
     if config!(filters) & filter::CGROUP != 0 {
         admit_new_cgroup(cgroup_id);
     }
-    // The raw helper into an uninitialized buffer: aya's wrapper, like any
-    // zeroed [u8; 16] here, costs a byte-at-a-time memset on BPF, and copies
-    // its Result out byte by byte. The helper writes all 16 bytes, zeros
-    // past the name and all zeros when it fails.
-    let mut comm = core::mem::MaybeUninit::<[u8; COMM_LEN]>::uninit();
-    // SAFETY: `comm` is COMM_LEN writable bytes, all written by the helper.
-    let comm = unsafe {
-        generated::bpf_get_current_comm(comm.as_mut_ptr().cast(), COMM_LEN as u32);
-        comm.assume_init()
-    };
+    // The raw helper into a buffer zeroed as one 16-byte value: aya's
+    // wrapper, like any zeroed [u8; 16] here, costs a byte-at-a-time memset
+    // on BPF, and copies its Result out byte by byte. Zeroed because older
+    // kernels' helper (Debian's 6.1: strscpy, no padding) leaves the bytes
+    // past the name as they were, and the comm filter looks all 16 bytes up:
+    // left uninitialized, `-c` matched nothing there once the stack's layout
+    // changed.
+    let mut name: u128 = 0;
+    // SAFETY: `name` is COMM_LEN writable bytes.
+    unsafe { generated::bpf_get_current_comm(core::ptr::from_mut(&mut name).cast(), COMM_LEN as u32) };
+    let comm = name.to_ne_bytes();
     Owner { cgroup_id, tgid: (bpf_get_current_pid_tgid() >> 32) as u32, uid: bpf_get_current_uid_gid() as u32, comm }
 }
 
