@@ -1,5 +1,11 @@
 //! Reads of kernel structs at offsets userspace found in the running kernel's BTF.
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel, generated::bpf_skc_to_tcp_sock};
+use aya_ebpf::{
+    cty::c_void,
+    helpers::{
+        bpf_get_current_task, bpf_probe_read_kernel,
+        generated::{bpf_get_socket_cookie, bpf_skc_to_tcp_sock},
+    },
+};
 use tcptrace_common::{Event, family, flags, tcp_state as tcp};
 
 use crate::{
@@ -136,11 +142,18 @@ impl Tuple for SockTuple {
     }
 }
 
-/// The socket's cookie: set for a connection userspace's snapshot listed
-/// (sock_diag assigns one), else usually 0.
+/// The socket's cookie, as sock_diag reports it. A BTF-typed socket gets
+/// one from the helper (made now if it has none, the same one sock_diag
+/// would make); otherwise it is read, set only for a socket userspace's
+/// snapshot listed before attaching, else 0.
 #[inline(always)]
 pub fn cookie_of(sk: u64, typed: bool) -> u64 {
-    field(sk, config!(offsets.sock_cookie), typed)
+    if typed {
+        // SAFETY: `sk` is the typed socket the hook was given.
+        unsafe { bpf_get_socket_cookie(sk as *mut c_void) }
+    } else {
+        field(sk, config!(offsets.sock_cookie), typed)
+    }
 }
 
 /// Handshake time of a passive connection: the child socket is born at the

@@ -107,6 +107,18 @@ pub static CONNECTING: HashMap<u64, u64> = HashMap::with_max_entries(1 << 16, NO
 #[map]
 pub static CONNECT_AT_SYSCALL_EXIT: Array<u32> = Array::with_max_entries(1, 0);
 
+/// Index 0 non-zero while the snapshot's dumps run after attaching (userspace
+/// sets it before attaching, clears it when they are done): sockets born
+/// meanwhile go into `BORN_DURING_SNAPSHOT`, so the snapshot leaves them out.
+#[map]
+pub static SNAPSHOT_PENDING: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Cookies of the sockets born while `SNAPSHOT_PENDING` was set. Sized for
+/// a fast churn over a slow dump (~50k connections/s for over half a second);
+/// a full map is counted, and its sockets get a `snapshot` line too many.
+#[map]
+pub static BORN_DURING_SNAPSHOT: HashMap<u64, u8> = HashMap::with_max_entries(1 << 16, NO_PREALLOC);
+
 /// Owners of listening sockets by (netns, port): a passive connection belongs
 /// to its listener's owner until some process accepts it. Userspace seeds it
 /// with the listeners that were open before tracing started.

@@ -15,7 +15,10 @@ use crate::{
     conn::{Conn, closed_by, forget_connect, internal, mark_connect_unsent, now, tracked},
     emit::{current_owner, emit, emit_connect_once, hand_to_current_process, kind_wanted, set_owner, zero_words},
     kernel::{SockTuple, cookie_of, fill_close_stats, netns_of, protocol_of, synack_rtt_us},
-    maps::{CONNECT_AT_SYSCALL_EXIT, CONNECTING, CONNS, LISTENERS, count, counted, scratch, scratch_slot},
+    maps::{
+        BORN_DURING_SNAPSHOT, CONNECT_AT_SYSCALL_EXIT, CONNECTING, CONNS, LISTENERS, SNAPSHOT_PENDING, count, counted,
+        scratch, scratch_slot,
+    },
     record::{RecordTuple, Tuple, at},
 };
 
@@ -130,6 +133,11 @@ fn on_state<T: Tuple>(tuple: &T, sk: u64, old: u8, new: u8) -> Result<(), i64> {
             emit(conn, kind::ESTABLISHED, now, old);
         }
         (tcp::SYN_RECV, tcp::ESTABLISHED) => {
+            // Not at SYN_RECV: the kernel sets a child's cookie (from its
+            // request's) only after that step, and lists it from this one.
+            if conn.flags & flags::START_KNOWN != 0 {
+                note_birth(sk, T::TYPED);
+            }
             conn.flags |= flags::ESTABLISHED;
             conn.handshake_us = synack_rtt_us(sk, T::TYPED);
             emit(conn, kind::ESTABLISHED, now, old);
@@ -187,6 +195,7 @@ fn first_sight<T: Tuple>(tuple: &T, entry: &mut Conn, sk: u64, old: u8, new: u8,
             conn.direction = direction::OUTBOUND;
             conn.flags |= flags::START_KNOWN;
             mark_connect_unsent(entry, sk);
+            note_birth(sk, T::TYPED);
             if CONNECT_AT_SYSCALL_EXIT.get(0).is_some_and(|&on| on != 0) {
                 counted(CONNECTING.insert(&bpf_get_current_pid_tgid(), &sk, 0));
             }
@@ -220,6 +229,16 @@ fn first_sight<T: Tuple>(tuple: &T, entry: &mut Conn, sk: u64, old: u8, new: u8,
                 conn.flags |= flags::ESTABLISHED;
             }
         }
+    }
+}
+
+/// A socket born while the snapshot is still being taken (only on the typed
+/// rung, whose helper gives the cookie sock_diag will report), noted before
+/// it reaches a state the snapshot lists, so that userspace leaves it out.
+#[inline(always)]
+fn note_birth(sk: u64, typed: bool) {
+    if typed && SNAPSHOT_PENDING.get(0).is_some_and(|&on| on != 0) {
+        counted(BORN_DURING_SNAPSHOT.insert(&cookie_of(sk, true), &1, 0));
     }
 }
 

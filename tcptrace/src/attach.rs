@@ -13,6 +13,7 @@ use aya::{
 use crate::{
     config::{Attach, Method},
     error::LoadError,
+    snapshot::Pending,
 };
 
 mod hooks;
@@ -187,6 +188,9 @@ struct Ladder<'a> {
     /// Without them a kprobe rung fails only after its program went through
     /// the verifier, which is start-up time wasted on a program never run.
     kprobes: bool,
+    /// The snapshot being taken, which an untyped rung of the hook that
+    /// names sockets waits for (hooks.rs).
+    snapshot: Option<&'a Pending>,
 }
 
 /// Attaches every hook with the best rung `attach` allows.
@@ -198,8 +202,10 @@ pub fn attach_all(
     attach: Attach,
     fentry: Option<Result<(), String>>,
     btf: Option<Result<Btf, BtfError>>,
+    snapshot: Option<&Pending>,
 ) -> Result<Vec<HookReport>, LoadError> {
-    let ladder = Ladder { attach, fentry, btf: btf.as_ref(), kprobes: Path::new(KPROBE_PMU).exists() };
+    let kprobes = Path::new(KPROBE_PMU).exists();
+    let ladder = Ladder { attach, fentry, btf: btf.as_ref(), kprobes, snapshot };
     let (first, rest) = HOOKS.split_first().expect("hooks");
     let first_programs: Vec<&str> = first.rungs.iter().chain(&first.net).flat_map(Rung::programs).collect();
     let (alone, shared): (HashMap<_, _>, HashMap<_, _>) =
@@ -233,6 +239,9 @@ fn attach_hook(hook: &Hook, programs: &mut Programs, ladder: &Ladder) -> Result<
         if let Some(why) = skip {
             report.refused.push(format!("{}: {why}", rung.describe()));
             continue;
+        }
+        if let Some(snapshot) = ladder.snapshot.filter(|_| hook.names_sockets && !rung.method().is_typed()) {
+            snapshot.take();
         }
         match rung.attach(programs, ladder.btf) {
             Ok(()) => {

@@ -135,6 +135,12 @@ impl Method {
     pub fn is_function_probe(self) -> bool {
         matches!(self, Self::Fentry | Self::Kprobe)
     }
+
+    /// Its programs get typed kernel pointers (BTF), which helpers such as
+    /// the socket cookie's accept.
+    pub fn is_typed(self) -> bool {
+        matches!(self, Self::Fentry | Self::TpBtf)
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -5,7 +5,7 @@ use std::{
     os::fd::{AsFd, AsRawFd},
     path::Path,
     sync::Arc,
-    time::Instant,
+    time::{Instant, SystemTime},
 };
 
 use aya::{
@@ -25,7 +25,7 @@ use crate::{
     events::EventKind,
     filters::{self, Filters},
     probe, procfs,
-    snapshot::Snapshot,
+    snapshot::{self, Snapshot},
     tracefs::{self, SendResetLayout},
 };
 
@@ -40,8 +40,8 @@ pub struct Tracer {
     pub hooks: Vec<HookReport>,
     /// The kernel's names for why it sends a RST, by value.
     pub reset_reasons: Vec<Arc<str>>,
-    /// Connections open before we attached, with their owners (unless --no-snapshot).
-    pub snapshot: Option<Snapshot>,
+    /// Connections open before we attached, still being listed (unless --no-snapshot).
+    pub snapshot: Option<Starting>,
 }
 
 pub fn load(config: &Config) -> Result<Tracer, LoadError> {
@@ -55,11 +55,12 @@ pub fn load(config: &Config) -> Result<Tracer, LoadError> {
     let tracefs = tracefs::root()?;
     let send_reset = tracefs::check_layouts(&tracefs)?;
     phase("tracepoint layouts");
-    // The snapshot's dumps walk the kernel's whole established hash, TIME_WAIT
-    // included, once per namespace and family: tens of milliseconds on a busy
-    // host, needed only by attach time. They run on the other core meanwhile.
-    let wants_snapshot = config.events.contains(EventKind::Snapshot);
-    let snapshot = std::thread::spawn(move || wants_snapshot.then(|| Snapshot::take(Path::new("/proc"))));
+    // The snapshot's sockets, one per network namespace, on the other core.
+    let since = SystemTime::now();
+    let snapshot = config
+        .events
+        .contains(EventKind::Snapshot)
+        .then(|| std::thread::spawn(move || snapshot::Pending::open(Path::new("/proc"), since)));
     let attach = config.attach;
     let btf = Btf::from_file(Path::new(BTF_PATH))?;
     let (offsets, fentry) = (kernel_offsets(&btf)?, fentry_allowed(&btf, attach));
@@ -91,21 +92,57 @@ pub fn load(config: &Config) -> Result<Tracer, LoadError> {
     fill_filters(&mut ebpf, &config.filters)?;
     phase("object and maps");
 
-    // Before attaching: the programs read the cookies the snapshot assigns.
-    let mut snapshot = snapshot.join().map_err(|_| LoadError::SnapshotThread)?;
-    phase("snapshot (sock_diag)");
     let targets = targets.map(|thread| thread.join().map_err(|_| LoadError::BtfThread)).transpose()?;
     phase("aya's BTF of the attach targets");
     swap_in_conns(&ebpf, conns.join().map_err(|_| LoadError::ConnsThread)??)?;
     phase("connection map");
-    let hooks = attach::attach_all(&mut ebpf, config.attach, fentry, targets)?;
-    note_connect_hook(&mut ebpf, &hooks)?;
+    let snapshot = snapshot.map(|thread| thread.join().map_err(|_| LoadError::SnapshotThread)).transpose()?;
+    if snapshot.is_some() {
+        set_flag(&mut ebpf, SNAPSHOT_PENDING, true)?;
+    }
+    let hooks = attach::attach_all(&mut ebpf, config.attach, fentry, targets, snapshot.as_ref())?;
+    let connect_at_syscall_exit = hooks.iter().any(|hook| hook.programs.contains(&attach::CONNECT_AT_SYSCALL_EXIT));
+    set_flag(&mut ebpf, CONNECT_FLAG, connect_at_syscall_exit)?;
     phase("attach");
     // After attaching, so a listener opened meanwhile is seen by one or the other.
-    find_owners(&mut ebpf, snapshot.as_mut())?;
-    phase("owners of listeners and snapshot (sock_diag, /proc)");
+    let socket_owners = find_owners(&mut ebpf)?;
+    phase("owners of listeners and sockets (sock_diag, /proc)");
+    let snapshot = snapshot.map(|pending| Starting { pending, socket_owners });
     Ok(Tracer { ebpf, hooks, reset_reasons: tracefs::reset_reasons(&tracefs), snapshot })
 }
+
+/// The snapshot to take, and who held which socket when we looked.
+pub struct Starting {
+    pending: snapshot::Pending,
+    socket_owners: std::collections::HashMap<u64, Owner>,
+}
+
+impl Starting {
+    /// Its dumps (snapshot.rs): run them off the event loop.
+    pub fn take(self) -> Self {
+        #[cfg(feature = "kernel-tests")]
+        snapshot::wait_for_test_gate();
+        self.pending.take();
+        self
+    }
+}
+
+/// The snapshot, once its dumps are done: the state program stops noting
+/// births, and the sockets it noted (born after attaching) are left out.
+pub fn finish_snapshot(ebpf: &mut Ebpf, starting: Starting) -> Result<Snapshot, LoadError> {
+    let mut snapshot = starting.pending.into_snapshot();
+    // Only now: a socket the dumps listed was born, and noted, before this.
+    set_flag(ebpf, SNAPSHOT_PENDING, false)?;
+    let map = ebpf.map(BORN).ok_or(LoadError::MissingMap(BORN))?;
+    let born: HashMap<_, u64, u8> = HashMap::try_from(map).map_err(|source| LoadError::Map { name: BORN, source })?;
+    snapshot.without(&born.keys().filter_map(Result::ok).collect());
+    snapshot.held_by(starting.socket_owners);
+    Ok(snapshot)
+}
+
+const SNAPSHOT_PENDING: &str = "SNAPSHOT_PENDING";
+const BORN: &str = "BORN_DURING_SNAPSHOT";
+const CONNECT_FLAG: &str = "CONNECT_AT_SYSCALL_EXIT";
 
 /// The hash the programs keep every tracked socket in (`CONNS`), created
 /// apart from the object so that its size costs no start-up.
@@ -140,22 +177,21 @@ fn swap_in_conns(ebpf: &Ebpf, hash: MapData) -> Result<(), LoadError> {
     Ok(())
 }
 
-/// Tells the state program whether connect() is seen at its syscall's exit,
-/// which needs the connecting threads' sockets (maps.rs, `CONNECTING`).
-fn note_connect_hook(ebpf: &mut Ebpf, hooks: &[HookReport]) -> Result<(), LoadError> {
-    const NAME: &str = "CONNECT_AT_SYSCALL_EXIT";
-    let at_syscall_exit = hooks.iter().any(|hook| hook.programs.contains(&attach::CONNECT_AT_SYSCALL_EXIT));
-    let map = ebpf.map_mut(NAME).ok_or(LoadError::MissingMap(NAME))?;
-    let mut flag: Array<_, u32> = Array::try_from(map).map_err(|source| LoadError::Map { name: NAME, source })?;
-    flag.set(0, &u32::from(at_syscall_exit), 0).map_err(|source| LoadError::Map { name: NAME, source })
+/// Index 0 of a one-entry array the programs read as a flag: `CONNECT_FLAG`
+/// (connect() is seen at its syscall's exit, so the state program notes
+/// which socket each thread is connecting, maps.rs) or `SNAPSHOT_PENDING`.
+fn set_flag(ebpf: &mut Ebpf, name: &'static str, on: bool) -> Result<(), LoadError> {
+    let map = ebpf.map_mut(name).ok_or(LoadError::MissingMap(name))?;
+    let mut flag: Array<_, u32> = Array::try_from(map).map_err(|source| LoadError::Map { name, source })?;
+    flag.set(0, &u32::from(on), 0).map_err(|source| LoadError::Map { name, source })
 }
 
 /// Tells the kernel who owns the listeners that were open before we attached,
-/// and the snapshot who holds its connections. Finding them reads every open
-/// file of every process (as `ss -p` does), so on a host holding tens of
-/// thousands of sockets this is most of start-up; it finishes before the
-/// capabilities it needs are dropped (privileges.rs).
-fn find_owners(ebpf: &mut Ebpf, mut snapshot: Option<&mut Snapshot>) -> Result<(), LoadError> {
+/// and returns who holds every other socket (by inode), for the snapshot.
+/// Finding them reads every open file of every process (as `ss -p` does), so
+/// on a host holding tens of thousands of sockets this is most of start-up;
+/// it finishes before the capabilities it needs are dropped (privileges.rs).
+fn find_owners(ebpf: &mut Ebpf) -> Result<std::collections::HashMap<u64, Owner>, LoadError> {
     const NAME: &str = "LISTENERS";
     /// BPF_NOEXIST: an entry the kernel side just wrote is fresher than our scan.
     const NO_OVERWRITE: u64 = 1;
@@ -163,19 +199,17 @@ fn find_owners(ebpf: &mut Ebpf, mut snapshot: Option<&mut Snapshot>) -> Result<(
     let mut listeners: HashMap<_, ListenerKey, Owner> =
         HashMap::try_from(map).map_err(|source| LoadError::Map { name: NAME, source })?;
     let mut failed = None;
-    let held = snapshot.as_ref().map(|snapshot| snapshot.inodes()).unwrap_or_default();
+    let mut socket_owners = std::collections::HashMap::new();
     let listener = |key, owner| match listeners.insert(&key, &owner, NO_OVERWRITE) {
         Ok(()) => {}
         Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
         Err(source) => failed = Some(source),
     };
     let holder = |inode, owner| {
-        if let Some(snapshot) = snapshot.as_deref_mut() {
-            snapshot.held_by(inode, owner);
-        }
+        socket_owners.entry(inode).or_insert(owner);
     };
-    procfs::for_each_owner(Path::new("/proc"), &held, listener, holder);
-    failed.map_or(Ok(()), |source| Err(LoadError::Map { name: NAME, source }))
+    procfs::for_each_owner(Path::new("/proc"), listener, holder);
+    failed.map_or(Ok(socket_owners), |source| Err(LoadError::Map { name: NAME, source }))
 }
 
 /// Whether fentry programs load here (None: nobody will try them).

@@ -45,6 +45,9 @@ pub struct Pipeline {
     /// What the snapshot knew of connections the kernel saw open before it
     /// attached (owner, which end we are), by conn_id, until they end.
     predating: HashMap<u64, (Option<Owner>, Direction)>,
+    /// The snapshot is still being taken: nothing is written until its lines,
+    /// which come first, are in.
+    awaiting_snapshot: bool,
 }
 
 impl Pipeline {
@@ -57,12 +60,20 @@ impl Pipeline {
             services: Services::from_host(),
             held: VecDeque::new(),
             predating: HashMap::new(),
+            awaiting_snapshot: false,
         }
     }
 
+    /// Holds every event until the snapshot is adopted.
+    pub fn await_snapshot(&mut self) {
+        self.awaiting_snapshot = true;
+    }
+
     /// The connections open at start: each a `snapshot` event (those the
-    /// user's filters admit), and what it knows for their later events.
+    /// user's filters admit), and what it knows for their later events,
+    /// those already held included.
     pub fn adopt(&mut self, snapshot: &Snapshot, filters: &Filters) {
+        self.awaiting_snapshot = false;
         for mut event in snapshot.events(&self.decoder) {
             self.predating.insert(event.conn_id, (event.owner, event.direction));
             if self.printed.contains(EventKind::Snapshot) && filters.admits(&event) {
@@ -70,6 +81,14 @@ impl Pipeline {
                 self.hold(event);
             }
         }
+        let mut held = std::mem::take(&mut self.held);
+        for event in held.iter_mut().filter(|event| event.kind != EventKind::Snapshot) {
+            if event.owner.is_none() || event.direction == Direction::Unknown {
+                self.recall(event);
+                self.enrich(event);
+            }
+        }
+        self.held = held;
     }
 
     /// The owner's identity and the service name.
@@ -132,7 +151,7 @@ impl Pipeline {
         limit: u64,
         all: bool,
     ) -> std::io::Result<()> {
-        if self.held.is_empty() {
+        if self.held.is_empty() || self.awaiting_snapshot {
             return Ok(());
         }
         let cutoff = SystemTime::now() - HOLD;

@@ -20,7 +20,6 @@ pub fn listeners(proc: &Path) -> HashMap<ListenerKey, Owner> {
     let mut found = HashMap::new();
     for_each_owner(
         proc,
-        &HashSet::new(),
         |key, owner| {
             found.entry(key).or_insert(owner);
         },
@@ -30,15 +29,10 @@ pub fn listeners(proc: &Path) -> HashMap<ListenerKey, Owner> {
 }
 
 /// In one pass over every process's open files: calls `listener` for every
-/// listening socket and `holder` for every socket of `held` (by inode), as
-/// soon as an owner is known (more than once for a socket that several
-/// processes share, as after a fork).
-pub fn for_each_owner(
-    proc: &Path,
-    held: &HashSet<u64>,
-    mut listener: impl FnMut(ListenerKey, Owner),
-    mut holder: impl FnMut(u64, Owner),
-) {
+/// listening socket and `holder` for every other socket (by inode: the
+/// snapshot's dumps may not be done yet), as soon as an owner is known (more
+/// than once for a socket that several processes share, as after a fork).
+pub fn for_each_owner(proc: &Path, mut listener: impl FnMut(ListenerKey, Owner), mut holder: impl FnMut(u64, Owner)) {
     // Per namespace: listening socket inode -> port. Read once per namespace.
     let own_netns = fs::metadata(proc.join("self/ns/net")).map(|m| m.ino()).ok();
     let cgroup_mount = cgroups::mount_point();
@@ -67,7 +61,7 @@ pub fn for_each_owner(
             if let Some(&port) = listening.get(&inode) {
                 let key = ListenerKey { netns: netns as u32, port, _pad: 0 };
                 listener(key, owner());
-            } else if held.contains(&inode) {
+            } else {
                 holder(inode, owner());
             }
         }

@@ -140,11 +140,11 @@ pub async fn run<W: Write + AsFd + Send + 'static>(
     let limit = config.count.map_or(u64::MAX, |n| n.get());
     let hooks = tracer.hooks.iter().map(|hook| (hook.purpose.to_owned(), hook.method.clone())).collect();
     writer.start(&RunInfo::here(attached, hooks)).and_then(|()| writer.flush()).map_err(RunError::Output)?;
-    if let Some(snapshot) = tracer.snapshot.take() {
-        pipeline.adopt(&snapshot, &config.filters);
-        log::debug!("snapshot: {} connections open at start", snapshot.len());
-        // Taken before attaching: older than anything the kernel will send.
-        pipeline.write(writer.as_mut(), &mut summary, limit, true).map_err(RunError::Output)?;
+    // Its lines come first, stamped with tracing's start: events wait for
+    // them. Its dumps run on a thread started now, without capabilities.
+    let mut dumps = tracer.snapshot.take().map(|starting| tokio::task::spawn_blocking(|| starting.take()));
+    if dumps.is_some() {
+        pipeline.await_snapshot();
     }
     report(format_args!("ready, tracing TCP connections (Ctrl-C to stop)"));
 
@@ -160,12 +160,21 @@ pub async fn run<W: Write + AsFd + Send + 'static>(
                 let drained = drain(ring.get_mut(), &mut pipeline, writer.as_mut(), &mut summary, limit, false)?;
                 batching = next_drain(drained, pipeline.holds_events());
             }
+            starting = dumps_done(&mut dumps) => {
+                dumps = None;
+                adopt_snapshot(&mut tracer, starting, &mut pipeline, config)?;
+                batching = next_drain(0, pipeline.holds_events());
+            }
             _ = loss_check.tick() => report_losses(&counters, &programs, &mut summary, &mut writer, metrics.as_deref())?,
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
     }
     let output_deadline = Instant::now() + EXIT_GRACE;
+    if dumps.is_some() {
+        let starting = dumps_done(&mut dumps).await;
+        adopt_snapshot(&mut tracer, starting, &mut pipeline, config)?;
+    }
     // What the kernel queued before we stopped still goes out.
     drain(ring.get_mut(), &mut pipeline, writer.as_mut(), &mut summary, limit, true)?;
     report_losses(&counters, &programs, &mut summary, &mut writer, metrics.as_deref())?;
@@ -175,6 +184,30 @@ pub async fn run<W: Write + AsFd + Send + 'static>(
     // Dropped events went through drain() like the others.
     summary.events = summary.events.saturating_sub(summary.stalled);
     Ok(summary)
+}
+
+/// Returns once the snapshot's dumps are done; never when none are running.
+async fn dumps_done(
+    dumps: &mut Option<tokio::task::JoinHandle<loader::Starting>>,
+) -> Result<loader::Starting, tokio::task::JoinError> {
+    match dumps {
+        Some(dumps) => dumps.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The snapshot's lines into the pipeline, ahead of the events that waited.
+fn adopt_snapshot(
+    tracer: &mut Tracer,
+    starting: Result<loader::Starting, tokio::task::JoinError>,
+    pipeline: &mut Pipeline,
+    config: &Config,
+) -> Result<(), RunError> {
+    let starting = starting.map_err(|_| LoadError::SnapshotThread)?;
+    let snapshot = loader::finish_snapshot(&mut tracer.ebpf, starting)?;
+    log::debug!("snapshot: {} connections open at start", snapshot.len());
+    pipeline.adopt(&snapshot, &config.filters);
+    Ok(())
 }
 
 /// Sleeps until `deadline`; forever when there is none.

@@ -2,15 +2,21 @@
 //! events: the sockets from sock_diag in every network namespace, their
 //! owners from /proc/PID/fd as `ss -p` finds them.
 //!
-//! Asking sock_diag about a socket makes the kernel give it a cookie; the
-//! kernel programs read it when they first see the socket, so the snapshot's
-//! line and the connection's later events carry one `conn_id`. That is why
-//! the snapshot is taken before attaching.
+//! The dumps walk the kernel's whole connection hash, TIME_WAIT included,
+//! once per namespace and family: ~100 ms on a host holding 110,000 sockets.
+//! So they run once tracing is ready, and events wait for them (pipeline.rs).
+//! The snapshot's line and the connection's later events share one `conn_id`
+//! through the socket's cookie, which sock_diag and the kernel programs give
+//! alike; sockets born after attaching that the dumps list too are left out
+//! by their cookies, which the state program notes meanwhile (loader.rs,
+//! `finish_snapshot`). A state program without a typed socket can do neither,
+//! so it attaches only once the dumps are done (attach.rs).
 use std::{
     collections::{HashMap, HashSet},
     fs,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
+    sync::OnceLock,
     time::SystemTime,
 };
 
@@ -37,13 +43,48 @@ struct Listed {
     inbound: bool,
 }
 
+/// The snapshot before its dumps: each network namespace's sock_diag
+/// socket, opened while we may still enter namespaces; the dumps need no
+/// capability, so they can run after tracing is ready.
+pub struct Pending {
+    since: SystemTime,
+    sources: Vec<(u32, netlink_sys::Socket)>,
+    taken: OnceLock<Snapshot>,
+}
+
+impl Pending {
+    /// Opens the sockets; the lines will be stamped `since` (tracing's start).
+    pub fn open(proc: &Path, since: SystemTime) -> Self {
+        let sources = namespaces(proc)
+            .into_iter()
+            .filter_map(|(netns, path)| match sockdiag::open(path.as_deref()) {
+                Ok(socket) => Some((netns, socket)),
+                Err(error) => {
+                    log::debug!("connections in network namespace {netns}: {error}");
+                    None
+                }
+            })
+            .collect();
+        Self { since, sources, taken: OnceLock::new() }
+    }
+
+    /// The dumps, the first time only.
+    pub fn take(&self) -> &Snapshot {
+        self.taken.get_or_init(|| Snapshot::take(&self.sources, self.since))
+    }
+
+    pub fn into_snapshot(self) -> Snapshot {
+        self.take();
+        self.taken.into_inner().unwrap_or_else(|| unreachable!("taken just now"))
+    }
+}
+
 impl Snapshot {
-    /// Every network namespace's open TCP connections, owners still unknown.
-    pub fn take(proc: &Path) -> Self {
-        let taken = SystemTime::now();
+    /// The open TCP connections of each namespace's socket, owners still unknown.
+    pub fn take(sources: &[(u32, netlink_sys::Socket)], taken: SystemTime) -> Self {
         let mut sockets = Vec::new();
-        for (netns, path) in namespaces(proc) {
-            match sockdiag::connections(path.as_deref()) {
+        for &(netns, ref socket) in sources {
+            match sockdiag::connections(socket) {
                 Ok((open, listening)) => sockets.extend(open.into_iter().map(|socket| Listed {
                     netns,
                     inbound: listening.contains(&socket.local.port()),
@@ -55,14 +96,15 @@ impl Snapshot {
         Self { taken, sockets, owners: HashMap::new() }
     }
 
-    /// The sockets' inodes, for the scan of /proc that finds their owners.
-    pub fn inodes(&self) -> HashSet<u64> {
-        self.sockets.iter().map(|listed| listed.socket.inode).collect()
+    /// Who holds its sockets: socket inode -> the first process found
+    /// holding it (procfs.rs, before the dumps may be done).
+    pub fn held_by(&mut self, owners: HashMap<u64, KernelOwner>) {
+        self.owners = owners;
     }
 
-    /// Takes note of a process holding `inode`; the first one found names it.
-    pub fn held_by(&mut self, inode: u64, owner: KernelOwner) {
-        self.owners.entry(inode).or_insert(owner);
+    /// Leaves out the sockets whose cookies are in `born` (born after attaching).
+    pub fn without(&mut self, born: &HashSet<u64>) {
+        self.sockets.retain(|listed| !born.contains(&listed.socket.cookie));
     }
 
     pub fn len(&self) -> usize {
@@ -99,6 +141,18 @@ impl Snapshot {
                 service: None,
             })
             .collect()
+    }
+}
+
+/// The real-kernel tests hold the dumps until a file exists, to open on
+/// purpose the window between attaching and the dumps that a host with
+/// 100,000 sockets opens by itself (at most a minute).
+#[cfg(feature = "kernel-tests")]
+pub fn wait_for_test_gate() {
+    let Some(gate) = std::env::var_os("TCPTRACE_TEST_SNAPSHOT_GATE") else { return };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !Path::new(&gate).exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 
@@ -139,14 +193,16 @@ mod tests {
         let server = listener.local_addr().expect("addr");
         let client = std::net::TcpStream::connect(server).expect("connect");
         let (_accepted, _) = listener.accept().expect("accept");
-        let mut snapshot = Snapshot::take(Path::new("/proc"));
-        let ours = snapshot.inodes();
+        let mut snapshot = Pending::open(Path::new("/proc"), SystemTime::now()).into_snapshot();
+        let mut owners = HashMap::new();
         crate::procfs::for_each_owner(
             Path::new("/proc"),
-            &ours,
             |_, _| {},
-            |inode, owner| snapshot.held_by(inode, owner),
+            |inode, owner| {
+                owners.entry(inode).or_insert(owner);
+            },
         );
+        snapshot.held_by(owners);
         let events = snapshot.events(&Decoder::new(Duration::ZERO, Vec::new()));
         let client_port = client.local_addr().expect("addr").port();
         let inbound = events.iter().find(|e| e.local == server).expect("the accepted end");

@@ -21,21 +21,19 @@ use netlink_sys::{Socket, protocols::NETLINK_SOCK_DIAG};
 /// Listening TCP sockets (IPv4 and IPv6) of one network namespace: inode ->
 /// local port. `netns` names the namespace (`/proc/PID/ns/net`); None: ours.
 pub fn listeners(netns: Option<&Path>) -> io::Result<HashMap<u64, u16>> {
-    in_netns(netns, || {
-        let mut found = HashMap::new();
-        dump_here(StateFlags::LISTEN, |socket| {
-            found.insert(socket.inode, socket.local.port());
-        })?;
-        Ok(found)
-    })
+    let mut found = HashMap::new();
+    dump_all(&open(netns)?, StateFlags::LISTEN, |socket| {
+        found.insert(socket.inode, socket.local.port());
+    })?;
+    Ok(found)
 }
 
 /// One TCP socket as sock_diag lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenSocket {
     pub inode: u64,
-    /// `sk_cookie`: asking for it makes the kernel assign one, which its
-    /// programs then read on the socket's next event.
+    /// `sk_cookie`: asking for it makes the kernel assign one, the one our
+    /// kernel programs get (or read) on the socket's next event.
     pub cookie: u64,
     /// Kernel numbering (`tcp_state`).
     pub state: u8,
@@ -55,20 +53,25 @@ fn open_states() -> StateFlags {
         | StateFlags::CLOSING
 }
 
-/// The open connections of one network namespace (None: ours), and the ports
-/// its listeners hold, to tell which end of a connection is the server's.
-pub fn connections(netns: Option<&Path>) -> io::Result<(Vec<OpenSocket>, HashSet<u16>)> {
-    in_netns(netns, || {
-        let (mut open, mut listening) = (Vec::new(), HashSet::new());
-        dump_here(open_states() | StateFlags::LISTEN, |socket| {
-            if socket.state == LISTEN {
-                listening.insert(socket.local.port());
-            } else {
-                open.push(socket);
-            }
-        })?;
-        Ok((open, listening))
-    })
+/// A sock_diag socket of the network namespace `netns` (None: ours). It
+/// lists that namespace's sockets from any thread, with no capability: open
+/// them while we can still enter namespaces, dump them later.
+pub fn open(netns: Option<&Path>) -> io::Result<Socket> {
+    in_netns(netns, open_here)
+}
+
+/// The open connections of `socket`'s network namespace, and the ports its
+/// listeners hold, to tell which end of a connection is the server's.
+pub fn connections(socket: &Socket) -> io::Result<(Vec<OpenSocket>, HashSet<u16>)> {
+    let (mut open, mut listening) = (Vec::new(), HashSet::new());
+    dump_all(socket, open_states() | StateFlags::LISTEN, |socket| {
+        if socket.state == LISTEN {
+            listening.insert(socket.local.port());
+        } else {
+            open.push(socket);
+        }
+    })?;
+    Ok((open, listening))
 }
 
 const LISTEN: u8 = 10;
@@ -100,13 +103,17 @@ fn enter_netns(netns: &File) -> io::Result<()> {
     }
 }
 
-/// Every IPv4 and IPv6 TCP socket of this thread's namespace in `states`.
-fn dump_here(states: StateFlags, mut each: impl FnMut(OpenSocket)) -> io::Result<()> {
+fn open_here() -> io::Result<Socket> {
     let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
     socket.bind_auto()?;
     socket.connect(&netlink_sys::SocketAddr::new(0, 0))?;
+    Ok(socket)
+}
+
+/// Every IPv4 and IPv6 TCP socket of `socket`'s namespace in `states`.
+fn dump_all(socket: &Socket, states: StateFlags, mut each: impl FnMut(OpenSocket)) -> io::Result<()> {
     for (family, any) in [(AF_INET, SocketId::new_v4()), (AF_INET6, SocketId::new_v6())] {
-        dump(&socket, family, any, states.clone(), &mut each)?;
+        dump(socket, family, any, states.clone(), &mut each)?;
     }
     Ok(())
 }
@@ -186,7 +193,7 @@ mod tests {
         let server = listener.local_addr().expect("addr");
         let client = std::net::TcpStream::connect(server).expect("connect");
         let (_accepted, _) = listener.accept().expect("accept");
-        let (open, listening) = connections(None).expect("sock_diag");
+        let (open, listening) = connections(&open(None).expect("socket")).expect("sock_diag");
         assert!(listening.contains(&server.port()));
         let ends: Vec<&OpenSocket> =
             open.iter().filter(|s| s.local == server || s.local == client.local_addr().expect("addr")).collect();

@@ -26,6 +26,14 @@ impl Tracer {
         Self::start_with(&["-o", "json"], args)
     }
 
+    /// [`Tracer::start`] with environment variables for tcptrace.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut tracer = Self::start_env(&["-o", "json"], args, Stdio::piped(), env);
+        let stdout = tracer.child.stdout.take().expect("stdout");
+        tracer.read_stdout(stdout);
+        tracer
+    }
+
     pub fn start_with(format: &[&str], args: &[&str]) -> Self {
         let (tracer, stdout) = Self::start_piped(format, args);
         tracer.read_stdout(stdout);
@@ -55,11 +63,17 @@ impl Tracer {
     /// Starts tcptrace with its stdout on `stdout` (a file, say), without
     /// reading it.
     pub fn start_into(format: &[&str], args: &[&str], stdout: Stdio) -> Self {
+        Self::start_env(format, args, stdout, &[])
+    }
+
+    /// [`Tracer::start_into`] with environment variables for tcptrace.
+    pub fn start_env(format: &[&str], args: &[&str], stdout: Stdio, env: &[(&str, &str)]) -> Self {
         let attach = std::env::var("TCPTRACE_TEST_ATTACH").unwrap_or_else(|_| "auto".to_owned());
         let mut child = Command::new(env!("CARGO_BIN_EXE_tcptrace"))
             .args(format)
             .args(["--attach", &attach])
             .args(args)
+            .envs(env.iter().copied())
             .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
