@@ -217,6 +217,16 @@ pub struct ListenerKey {
     pub _pad: u16,
 }
 
+/// One record of the socket-files iterator (`iter/task_file`): a socket
+/// open in a process, by the inode `ss -p` and sock_diag name it by.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketFile {
+    pub inode: u64,
+    pub tgid: u32,
+    pub _pad: u32,
+}
+
 #[cfg(feature = "user")]
 // SAFETY: as LoadConfig.
 unsafe impl aya::Pod for Owner {}

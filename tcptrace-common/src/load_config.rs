@@ -21,7 +21,7 @@ pub struct LoadConfig {
     pub _pad: [u8; 2],
 }
 
-const _: () = assert!(core::mem::size_of::<LoadConfig>() == 31 * 4 + 12);
+const _: () = assert!(core::mem::size_of::<LoadConfig>() == 35 * 4 + 12);
 
 #[cfg(feature = "user")]
 // SAFETY: plain old data, repr(C), every bit pattern valid, padding explicit.
@@ -34,9 +34,9 @@ mod tests {
 
     #[test]
     fn load_config_has_no_implicit_padding() {
-        assert_eq!(core::mem::size_of::<KernelOffsets>(), 31 * 4);
-        assert_eq!(offset_of!(LoadConfig, events), 31 * 4);
-        assert_eq!(offset_of!(LoadConfig, filters), 31 * 4 + 4);
-        assert_eq!(offset_of!(LoadConfig, _pad), 31 * 4 + 10);
+        assert_eq!(core::mem::size_of::<KernelOffsets>(), 35 * 4);
+        assert_eq!(offset_of!(LoadConfig, events), 35 * 4);
+        assert_eq!(offset_of!(LoadConfig, filters), 35 * 4 + 4);
+        assert_eq!(offset_of!(LoadConfig, _pad), 35 * 4 + 10);
     }
 }

@@ -73,4 +73,13 @@ pub struct KernelOffsets {
     pub sock_protocol: u32,
     /// `sock_common.skc_state`: the TCP state.
     pub sock_state: u32,
+    // The socket-files iterator's walk from an open file to its process.
+    /// `task_struct.tgid`.
+    pub task_tgid: u32,
+    /// `file.f_inode`.
+    pub file_inode: u32,
+    /// `inode.i_mode`: the file type is in its S_IFMT bits.
+    pub inode_mode: u32,
+    /// `inode.i_ino`.
+    pub inode_ino: u32,
 }

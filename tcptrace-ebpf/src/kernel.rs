@@ -255,3 +255,20 @@ pub fn sock_of_fd(fd: u64) -> Result<u64, i64> {
     let socket: u64 = read(file, config!(offsets.file_private_data))?;
     read(socket, config!(offsets.socket_sk))
 }
+
+/// The inode number of `file` if it is a socket (S_IFSOCK), else None.
+pub fn socket_inode(file: u64) -> Option<u64> {
+    const S_IFMT: u16 = 0o170000;
+    const S_IFSOCK: u16 = 0o140000;
+    let inode: u64 = read(file, config!(offsets.file_inode)).ok().filter(|&inode| inode != 0)?;
+    let mode: u16 = read(inode, config!(offsets.inode_mode)).ok()?;
+    if mode & S_IFMT != S_IFSOCK {
+        return None;
+    }
+    read(inode, config!(offsets.inode_ino)).ok()
+}
+
+/// The process (thread group) id of `task`.
+pub fn tgid_of(task: u64) -> u32 {
+    read(task, config!(offsets.task_tgid)).unwrap_or(0)
+}

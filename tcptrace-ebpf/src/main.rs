@@ -24,6 +24,8 @@ mod kernel;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
+mod owners;
+#[cfg(target_arch = "bpf")]
 mod record;
 #[cfg(target_arch = "bpf")]
 mod reset;

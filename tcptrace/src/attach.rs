@@ -17,6 +17,7 @@ use crate::{
 };
 
 mod hooks;
+pub mod socket_files;
 pub mod targets;
 use hooks::{HOOKS, Hook};
 
@@ -201,11 +202,11 @@ pub fn attach_all(
     ebpf: &mut Ebpf,
     attach: Attach,
     fentry: Option<Result<(), String>>,
-    btf: Option<Result<Btf, BtfError>>,
+    btf: Option<&Result<Btf, BtfError>>,
     snapshot: Option<&Pending>,
 ) -> Result<Vec<HookReport>, LoadError> {
     let kprobes = Path::new(KPROBE_PMU).exists();
-    let ladder = Ladder { attach, fentry, btf: btf.as_ref(), kprobes, snapshot };
+    let ladder = Ladder { attach, fentry, btf, kprobes, snapshot };
     let (first, rest) = HOOKS.split_first().expect("hooks");
     let first_programs: Vec<&str> = first.rungs.iter().chain(&first.net).flat_map(Rung::programs).collect();
     let (alone, shared): (HashMap<_, _>, HashMap<_, _>) =

@@ -100,12 +100,15 @@ pub fn load(config: &Config) -> Result<Tracer, LoadError> {
     if snapshot.is_some() {
         set_flag(&mut ebpf, SNAPSHOT_PENDING, true)?;
     }
-    let hooks = attach::attach_all(&mut ebpf, config.attach, fentry, targets, snapshot.as_ref())?;
+    let mut hooks = attach::attach_all(&mut ebpf, config.attach, fentry, targets.as_ref(), snapshot.as_ref())?;
     let connect_at_syscall_exit = hooks.iter().any(|hook| hook.programs.contains(&attach::CONNECT_AT_SYSCALL_EXIT));
     set_flag(&mut ebpf, CONNECT_FLAG, connect_at_syscall_exit)?;
     phase("attach");
     // After attaching, so a listener opened meanwhile is seen by one or the other.
-    let socket_owners = find_owners(&mut ebpf)?;
+    let (walked, walk) = attach::socket_files::walk(&mut ebpf, targets.as_ref());
+    hooks.push(walk);
+    phase("socket files");
+    let socket_owners = find_owners(&mut ebpf, walked.as_ref())?;
     phase("owners of listeners and sockets (sock_diag, /proc)");
     let snapshot = snapshot.map(|pending| Starting { pending, socket_owners });
     Ok(Tracer { ebpf, hooks, reset_reasons: tracefs::reset_reasons(&tracefs), snapshot })
@@ -188,10 +191,15 @@ fn set_flag(ebpf: &mut Ebpf, name: &'static str, on: bool) -> Result<(), LoadErr
 
 /// Tells the kernel who owns the listeners that were open before we attached,
 /// and returns who holds every other socket (by inode), for the snapshot.
-/// Finding them reads every open file of every process (as `ss -p` does), so
-/// on a host holding tens of thousands of sockets this is most of start-up;
-/// it finishes before the capabilities it needs are dropped (privileges.rs).
-fn find_owners(ebpf: &mut Ebpf) -> Result<std::collections::HashMap<u64, Owner>, LoadError> {
+/// Which process holds which socket comes from `walked` (the kernel's
+/// iterator), else from every open file of every process in /proc (as `ss
+/// -p` does: on a host holding tens of thousands of sockets, most of
+/// start-up). It finishes before the capabilities it needs are dropped
+/// (privileges.rs): reading another user's /proc/PID takes them.
+fn find_owners(
+    ebpf: &mut Ebpf,
+    walked: Option<&std::collections::HashMap<u32, std::collections::HashSet<u64>>>,
+) -> Result<std::collections::HashMap<u64, Owner>, LoadError> {
     const NAME: &str = "LISTENERS";
     /// BPF_NOEXIST: an entry the kernel side just wrote is fresher than our scan.
     const NO_OVERWRITE: u64 = 1;
@@ -208,7 +216,7 @@ fn find_owners(ebpf: &mut Ebpf) -> Result<std::collections::HashMap<u64, Owner>,
     let holder = |inode, owner| {
         socket_owners.entry(inode).or_insert(owner);
     };
-    procfs::for_each_owner(Path::new("/proc"), listener, holder);
+    procfs::for_each_owner(Path::new("/proc"), listener, holder, walked);
     failed.map_or(Ok(socket_owners), |source| Err(LoadError::Map { name: NAME, source }))
 }
 
@@ -260,6 +268,10 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, LoadError> {
         sock_v6_rcv_saddr: btf.offset_of("sock", "__sk_common.skc_v6_rcv_saddr")?,
         sock_protocol: btf.offset_of("sock", "sk_protocol")?,
         sock_state: btf.offset_of("sock", "__sk_common.skc_state")?,
+        task_tgid: btf.offset_of("task_struct", "tgid")?,
+        file_inode: btf.offset_of("file", "f_inode")?,
+        inode_mode: btf.offset_of("inode", "i_mode")?,
+        inode_ino: btf.offset_of("inode", "i_ino")?,
     })
 }
 

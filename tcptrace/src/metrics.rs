@@ -242,6 +242,8 @@ fn method_name(word: &str) -> &'static str {
         "kretprobe" => "kretprobe",
         "tp_btf" => "tp_btf",
         "tracepoint" => "tracepoint",
+        "iter" => "iter",
+        "procfs" => "procfs",
         _ => "other",
     }
 }

@@ -1,8 +1,10 @@
-//! Owners of sockets that were open before tracing started, from
-//! /proc/PID/fd as `ss -p` finds them: listeners (their sockets from
-//! sock_diag, one query per network namespace), without which a passive
-//! connection to a long-running server (sshd, nginx) would have no owner until
-//! the server accepts it, and the snapshot's connections.
+//! Owners of sockets that were open before tracing started, as `ss -p`
+//! finds them: listeners (their sockets from sock_diag, one query per
+//! network namespace), without which a passive connection to a long-running
+//! server (sshd, nginx) would have no owner until the server accepts it, and
+//! the snapshot's connections. Which process holds which socket comes from
+//! the kernel's socket-files iterator (attach/socket_files.rs) where it
+//! runs, else from every /proc/PID/fd link.
 use std::{
     collections::{HashMap, HashSet},
     fs,
@@ -24,29 +26,31 @@ pub fn listeners(proc: &Path) -> HashMap<ListenerKey, Owner> {
             found.entry(key).or_insert(owner);
         },
         |_, _| {},
+        None,
     );
     found
 }
 
-/// In one pass over every process's open files: calls `listener` for every
+/// In one pass over every process's sockets: calls `listener` for every
 /// listening socket and `holder` for every other socket (by inode: the
 /// snapshot's dumps may not be done yet), as soon as an owner is known (more
 /// than once for a socket that several processes share, as after a fork).
-pub fn for_each_owner(proc: &Path, mut listener: impl FnMut(ListenerKey, Owner), mut holder: impl FnMut(u64, Owner)) {
+/// `walked`: each process's socket inodes as the kernel's iterator found
+/// them; None reads every process's /proc/PID/fd.
+pub fn for_each_owner(
+    proc: &Path,
+    mut listener: impl FnMut(ListenerKey, Owner),
+    mut holder: impl FnMut(u64, Owner),
+    walked: Option<&HashMap<u32, HashSet<u64>>>,
+) {
     // Per namespace: listening socket inode -> port. Read once per namespace.
     let own_netns = fs::metadata(proc.join("self/ns/net")).map(|m| m.ino()).ok();
     let cgroup_mount = cgroups::mount_point();
     let mut by_netns: HashMap<u64, HashMap<u64, u16>> = HashMap::new();
-    let Ok(entries) = fs::read_dir(proc) else { return };
-    for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
-        let dir = entry.path();
+    let mut visit = |pid: u32, sockets: &HashSet<u64>| {
+        let dir = proc.join(pid.to_string());
         // Processes come and go while we look: skip any that vanish.
-        let Ok(netns) = fs::metadata(dir.join("ns/net")).map(|m| m.ino()) else { continue };
-        let sockets = socket_inodes(&dir.join("fd"));
-        if sockets.is_empty() {
-            continue;
-        }
+        let Ok(netns) = fs::metadata(dir.join("ns/net")).map(|m| m.ino()) else { return };
         let listening = by_netns.entry(netns).or_insert_with(|| {
             let elsewhere = (Some(netns) != own_netns).then(|| dir.join("ns/net"));
             sockdiag::listeners(elsewhere.as_deref()).unwrap_or_else(|error| {
@@ -57,13 +61,25 @@ pub fn for_each_owner(proc: &Path, mut listener: impl FnMut(ListenerKey, Owner),
         // Read once per process, not per socket: a proxy holds tens of thousands.
         let mut process = None;
         let mut owner = || *process.get_or_insert_with(|| owner(&dir, pid, cgroup_mount.as_deref()));
-        for inode in sockets {
+        for &inode in sockets {
             if let Some(&port) = listening.get(&inode) {
                 let key = ListenerKey { netns: netns as u32, port, _pad: 0 };
                 listener(key, owner());
             } else {
                 holder(inode, owner());
             }
+        }
+    };
+    if let Some(walked) = walked {
+        walked.iter().for_each(|(&pid, sockets)| visit(pid, sockets));
+        return;
+    }
+    let Ok(entries) = fs::read_dir(proc) else { return };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
+        let sockets = socket_inodes(&entry.path().join("fd"));
+        if !sockets.is_empty() {
+            visit(pid, &sockets);
         }
     }
 }

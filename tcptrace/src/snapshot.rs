@@ -201,6 +201,7 @@ mod tests {
             |inode, owner| {
                 owners.entry(inode).or_insert(owner);
             },
+            None,
         );
         snapshot.held_by(owners);
         let events = snapshot.events(&Decoder::new(Duration::ZERO, Vec::new()));

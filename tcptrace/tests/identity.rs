@@ -151,15 +151,24 @@ fn the_owner_follows_the_socket_to_a_forked_worker() {
 /// `snapshot` on both ends with the owners `ss -p` would show, and its later
 /// events carry the same conn_id and owner, also where the kernel could not
 /// tell the owner (the end that receives the RST). --no-snapshot lists none.
+/// Who holds which socket comes from the kernel's socket-files iterator,
+/// except with --attach tracepoint (no BTF parsed), where /proc is read.
 #[test]
 fn connections_open_at_start_are_listed_with_their_owners() {
     require_root();
     let ns = Netns::new();
     let port = port();
+    // Every read waits on the test first: the peers' 30 s timeouts must not
+    // run while tracers start (seconds each in an emulated VM).
     let mut server = ns.talk_server(port, "recv:10 wait linger0 close");
-    let (mut client, client_port) = ns.talk_client(port, "send:10 eof close");
+    let (mut client, client_port) = ns.talk_client(port, "send:10 wait eof close");
     let tracer = Tracer::start(&["-P", &port.to_string()]);
     let quiet = Tracer::start(&["-P", &port.to_string(), "--no-snapshot"]);
+    let expected_walk = match std::env::var("TCPTRACE_TEST_ATTACH").as_deref() {
+        Ok("tracepoint") => "owners of sockets open at start: procfs /proc/PID/fd",
+        _ => "owners of sockets open at start: iter task_file",
+    };
+    assert!(tracer.stderr().contains(expected_walk), "{}", tracer.stderr());
 
     let listed = tracer.wait_for("both ends listed", |ev| count(ev, ns.inode, port, "snapshot") == 2);
     let server_end = listed.iter().find(|e| e["event"] == "snapshot" && e["lport"] == port).expect("server end");
@@ -176,6 +185,7 @@ fn connections_open_at_start_are_listed_with_their_owners() {
     }
     assert_ne!(server_end["conn_id"], client_end["conn_id"]);
 
+    client.send_line();
     server.send_line();
     assert!(server.wait().success() && client.wait().success());
     let events = tracer.wait_for("both closes", |ev| count(ev, ns.inode, port, "close") == 2);
@@ -206,7 +216,8 @@ fn connections_made_while_the_snapshot_is_taken_are_not_listed() {
     let (old_port, new_port) = (port(), port());
     let gate = std::env::temp_dir().join(format!("tcptrace-test-gate-{}-{old_port}", std::process::id()));
     let _ = fs::remove_file(&gate);
-    let mut old_server = ns.talk_server(old_port, "recv:10 eof wait close");
+    // The old connection's reads wait on the test first, as above.
+    let mut old_server = ns.talk_server(old_port, "recv:10 wait eof wait close");
     let (mut old_client, old_client_port) = ns.talk_client(old_port, "send:10 wait shut eof close");
     let ports = ["-P", &old_port.to_string(), "-P", &new_port.to_string()].map(str::to_owned);
     let args: Vec<&str> = ports.iter().map(String::as_str).collect();
@@ -214,8 +225,9 @@ fn connections_made_while_the_snapshot_is_taken_are_not_listed() {
     let tracer = Tracer::start_with_env(&args, &[("TCPTRACE_TEST_SNAPSHOT_GATE", gate_env)]);
     let typed = !tracer.stderr().contains("state changes: tracepoint");
 
-    let mut new_server = ns.talk_server(new_port, "recv:10 eof close");
+    let mut new_server = ns.talk_server(new_port, "recv:10 wait eof close");
     let (mut new_client, _) = ns.talk_client(new_port, "send:10 wait shut eof close");
+    old_server.send_line();
     old_client.send_line();
     wait_for_state(&ns, "fin-wait-2", old_client_port);
     fs::write(&gate, "").expect("open the gate");
@@ -232,6 +244,7 @@ fn connections_made_while_the_snapshot_is_taken_are_not_listed() {
     );
 
     old_server.send_line();
+    new_server.send_line();
     new_client.send_line();
     assert!(old_server.wait().success() && old_client.wait().success());
     assert!(new_server.wait().success() && new_client.wait().success());

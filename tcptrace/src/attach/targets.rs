@@ -1,10 +1,10 @@
 //! What aya needs of the kernel's BTF to load the fentry, fexit and tp_btf
-//! rungs: each target's type id, nothing else. aya's loaders take a parsed
-//! `aya::Btf` and look the id up by name; parsing the kernel's whole BTF
-//! (~127,000 types) for that took ~35 ms and ~16 MB at start. Our lean index
-//! finds the ids in one pass (~1 ms), and aya gets a BTF of the same ids
-//! holding only the targets, the ids between them filled with placeholder
-//! records.
+//! rungs and the socket-files iterator: each target's type id, nothing
+//! else. aya's loaders take a parsed `aya::Btf` and look the id up by name;
+//! parsing the kernel's whole BTF (~127,000 types) for that took ~35 ms and
+//! ~16 MB at start. Our lean index finds the ids in one pass (~1 ms), and aya
+//! gets a BTF of the same ids holding only the targets, the ids between them
+//! filled with placeholder records.
 use aya::{Btf, BtfError, Endianness};
 
 use super::{Rung, hooks::HOOKS};
@@ -38,13 +38,15 @@ impl Targets {
                 }
             }
         }
+        // The socket-files iterator (owners.rs) is found by its function's id too.
+        wanted.push((Kind::Function, format!("bpf_iter_{}", super::socket_files::TARGET)));
         let names: Vec<(Kind, &str)> = wanted.iter().map(|(kind, name)| (*kind, name.as_str())).collect();
         Self(kernel.ids_of(&names).into_iter().map(|(id, kind, name)| (id, kind, name.to_owned())).collect())
     }
 
     /// aya's BTF of them. aya parses a record in ~90 ns, so the placeholders
-    /// up to the tracepoints' ids (~38,000 on 6.18) take ~4 ms: the loader
-    /// runs this beside the object's loading.
+    /// up to the iterator's id (~64,000 on 6.18; the tracepoints' ~38,000)
+    /// take ~6 ms: the loader runs this beside the object's loading.
     pub fn into_btf(self) -> Result<Btf, BtfError> {
         Btf::parse(&encode(self.0), Endianness::default())
     }
