@@ -24,6 +24,7 @@ use crate::{
 };
 
 mod burst;
+mod startup;
 mod tracer;
 
 const NETNS: &str = "tcptrace-bench";
@@ -97,6 +98,8 @@ pub struct Options {
     pub baseline: Option<PathBuf>,
     /// Instead of the churn: this many connections opened, then closed at once (burst.rs); 0: churn.
     pub burst: usize,
+    /// Instead of the churn: this many starts of each tcptrace build (startup.rs); 0: churn.
+    pub starts: usize,
 }
 
 pub fn bench(options: &Options) -> Result<()> {
@@ -115,6 +118,11 @@ pub fn bench(options: &Options) -> Result<()> {
     if let Some(baseline) = &options.baseline {
         let command = vec![baseline.to_string_lossy().into_owned()];
         subjects.insert(2, Subject { label: "tcptrace baseline", command: Some(command), says_ready: true });
+    }
+    if options.starts > 0 {
+        // This build and the baseline, as started by default.
+        subjects.retain(|subject| subject.label == "tcptrace" || subject.label == "tcptrace baseline");
+        return startup::run(&subjects, options.starts);
     }
     let clients = CLIENTS_PER_CPU * cpus();
     let _netns = Netns::create()?;

@@ -57,6 +57,10 @@ enum Task {
         /// fast as they go, then close them all at once, under each tracer.
         #[arg(long, default_value_t = 0, value_name = "N")]
         burst: usize,
+        /// Instead of the churn: start each tcptrace build (this one, --baseline)
+        /// N times, alternating, and report the time to "ready" and peak RSS.
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        starts: usize,
     },
     /// The benchmark's load generator (the bench runs it inside its namespace).
     #[command(hide = true)]
@@ -97,13 +101,14 @@ fn main() -> ExitCode {
         Task::Setup => setup::all(),
         Task::Test => tasks::test(),
         Task::Run { args } => tasks::run_tcptrace(&args),
-        Task::Bench { seconds, rounds, smoke, busy, baseline, burst } => bench::bench(&bench::Options {
+        Task::Bench { seconds, rounds, smoke, busy, baseline, burst, starts } => bench::bench(&bench::Options {
             seconds: seconds.unwrap_or(if smoke { 1.0 } else { 5.0 }),
             rounds: rounds.unwrap_or(if smoke { 1 } else { 3 }),
             smoke,
             busy,
             baseline,
             burst,
+            starts,
         }),
         Task::Docs { out } => docs::generate(&out).map(|files| {
             for file in files {

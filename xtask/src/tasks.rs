@@ -32,7 +32,15 @@ pub fn test() -> Result<()> {
     classic_tracepoint_tests()?;
     kernel_tests()?;
     // A short run so the benchmark command cannot rot; its numbers mean nothing here.
-    bench::bench(&bench::Options { seconds: 1.0, rounds: 1, smoke: true, busy: 0, baseline: None, burst: 0 })?;
+    bench::bench(&bench::Options {
+        seconds: 1.0,
+        rounds: 1,
+        smoke: true,
+        busy: 0,
+        baseline: None,
+        burst: 0,
+        starts: 0,
+    })?;
     // What deploy/ ships, checked offline (the release build is the bench's).
     image::check(&image::build()?)?;
     deploy::verify_systemd_unit()?;
