@@ -107,7 +107,8 @@ pub fn bench(options: &Options) -> Result<()> {
         bail!("--baseline {}: no such file", baseline.display());
     }
     setup::all()?;
-    if !options.smoke {
+    // The peers run in the churn only.
+    if !options.smoke && options.starts == 0 {
         setup::packages(&["libbpf-tools"])?;
     }
     let root = workspace_root();

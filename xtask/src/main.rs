@@ -59,7 +59,7 @@ enum Task {
         burst: usize,
         /// Instead of the churn: start each tcptrace build (this one, --baseline)
         /// N times, alternating, and report the time to "ready" and peak RSS.
-        #[arg(long, default_value_t = 0, value_name = "N")]
+        #[arg(long, default_value_t = 0, value_name = "N", conflicts_with_all = ["smoke", "busy", "burst"])]
         starts: usize,
     },
     /// The benchmark's load generator (the bench runs it inside its namespace).
