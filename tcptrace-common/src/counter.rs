@@ -11,5 +11,8 @@ pub const MAP_UPDATE_FAILED: u32 = 3;
 /// Closes sent when the socket was freed: the state hook's run for the
 /// way into CLOSE was skipped by the kernel.
 pub const CLOSE_AT_DESTROY: u32 = 4;
+/// accept() returned a descriptor whose socket the accept hook could not
+/// reach: wrong kernel struct offsets, or another thread closed it at once.
+pub const ACCEPT_UNRESOLVED: u32 = 5;
 /// Number of counters.
-pub const COUNT: u32 = 5;
+pub const COUNT: u32 = 6;

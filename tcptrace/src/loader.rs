@@ -18,7 +18,10 @@ use aya::{
 use tcptrace_common::{AddrKey, CONN_SIZE, KernelOffsets, ListenerKey, LoadConfig, Owner};
 
 use crate::{
-    attach::{self, HookReport, targets::Targets},
+    attach::{
+        self, HookReport,
+        targets::{self, Targets},
+    },
     btf::Btf,
     config::{Attach, Config, Method},
     error::LoadError,
@@ -63,17 +66,15 @@ pub fn load(config: &Config) -> Result<Tracer, LoadError> {
         .then(|| std::thread::spawn(move || snapshot::Pending::open(Path::new("/proc"), since)));
     let attach = config.attach;
     let btf = Btf::from_file(Path::new(BTF_PATH))?;
+    // The ids aya needs for the tp_btf and fentry rungs and the iterator,
+    // found in the same lean index instead of aya's full parse of the kernel
+    // BTF; aya's BTF of them is made on the other core (targets.rs).
+    let targets = (attach != Attach::Only(Method::Tracepoint)).then(|| targets::Pending::start(&btf));
+    phase("BTF ids of the tracepoints");
     let (offsets, fentry) = (kernel_offsets(&btf)?, fentry_allowed(&btf, attach));
-    phase("BTF offsets");
-    // The ids aya needs for the fentry and tp_btf rungs, found in the same
-    // lean index instead of aya's full parse of the kernel BTF; aya's parse
-    // of just those runs on the other core while this one loads the object.
-    let with_functions = matches!(fentry, Some(Ok(())));
-    let targets = (attach != Attach::Only(Method::Tracepoint))
-        .then(|| Targets::find(&btf, with_functions))
-        .map(|targets| std::thread::spawn(move || targets.into_btf()));
+    let functions = targets.as_ref().map(|_| Targets::functions(&btf, matches!(fentry, Some(Ok(())))));
     drop(btf);
-    phase("BTF ids of the attach targets");
+    phase("BTF offsets and functions");
     let atomic_xchg = probe::atomic_xchg();
     log::debug!("BPF atomic exchange: {}", if atomic_xchg { "yes" } else { "no (before Linux 5.12)" });
     let load_config = LoadConfig {
@@ -84,15 +85,23 @@ pub fn load(config: &Config) -> Result<Tracer, LoadError> {
         atomic_xchg: u8::from(atomic_xchg),
         _pad: [0; 2],
     };
-    let mut ebpf = EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    loader
         .override_global("CONFIG", &load_config, true)
         .map_max_entries("EVENTS", config.ring_buffer_bytes)
-        .map_max_entries("PENDING_CONNECT", if atomic_xchg { 1 } else { config.max_sockets })
-        .load(OBJECT)?;
+        .map_max_entries("PENDING_CONNECT", if atomic_xchg { 1 } else { config.max_sockets });
+    // Maps left unused at one entry: a 65,536-entry hash costs ~0.75 ms to create.
+    if config.filters.cgroups.is_empty() {
+        loader.map_max_entries("FILTER_CGROUPS", 1);
+    }
+    if snapshot.is_none() {
+        loader.map_max_entries("BORN_DURING_SNAPSHOT", 1);
+    }
+    let mut ebpf = loader.load(OBJECT)?;
     fill_filters(&mut ebpf, &config.filters)?;
     phase("object and maps");
 
-    let targets = targets.map(|thread| thread.join().map_err(|_| LoadError::BtfThread)).transpose()?;
+    let targets = targets.zip(functions).map(|(targets, functions)| targets.finish(functions)).transpose()?;
     phase("aya's BTF of the attach targets");
     swap_in_conns(&ebpf, conns.join().map_err(|_| LoadError::ConnsThread)??)?;
     phase("connection map");

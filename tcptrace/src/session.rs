@@ -54,6 +54,8 @@ pub struct Summary {
     pub filtered: u64,
     /// Kernel map updates that failed (a full map): owners or filters lost.
     pub map_update_failures: u64,
+    /// accept() descriptors the kernel side could not follow to their socket.
+    pub unresolved_accepts: u64,
 }
 
 /// How often loss counters are checked while running.
@@ -117,7 +119,6 @@ pub async fn run<W: Write + AsFd + Send + 'static>(
         );
     }
     let metrics = endpoint.map(|endpoint| endpoint.serve_tracer(&tracer));
-    forward_kernel_logs(&mut tracer);
     report(format_args!("{}", privileges::drop_after_attach(&tracer, config.user.as_ref())?));
     let programs = Programs::of(&tracer);
     let ring = take_map::<RingBuf<MapData>>(&mut tracer, "EVENTS")?;
@@ -233,25 +234,6 @@ fn drain(
     Ok(records)
 }
 
-/// The kernel programs' aya-log records go to `log` (RUST_LOG=debug shows them).
-fn forward_kernel_logs(tracer: &mut Tracer) {
-    let logger = match aya_log::EbpfLogger::init(&mut tracer.ebpf) {
-        Ok(logger) => logger,
-        Err(error) => return log::debug!("kernel logs unavailable: {error}"),
-    };
-    // SAFETY: the logger owns its fd and lives inside the AsyncFd.
-    let mut logger = match unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) } {
-        Ok(logger) => logger,
-        Err(error) => return log::debug!("kernel logs unavailable: {}", std::io::Error::from(error)),
-    };
-    tokio::spawn(async move {
-        while let Ok(mut guard) = logger.readable_mut().await {
-            guard.get_inner_mut().flush();
-            guard.clear_ready();
-        }
-    });
-}
-
 fn take_map<M>(tracer: &mut Tracer, name: &'static str) -> Result<M, RunError>
 where
     M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
@@ -324,6 +306,15 @@ fn report_losses(
         );
     }
     summary.late_closes = late_closes;
+    let unresolved = total(counter::ACCEPT_UNRESOLVED)?;
+    if unresolved > summary.unresolved_accepts {
+        notice!(
+            "tcptrace: {} accepted sockets not found from their descriptors (closed at once, or a kernel struct \
+             layout not understood), {unresolved} in all: their accept events are missing",
+            unresolved - summary.unresolved_accepts
+        );
+    }
+    summary.unresolved_accepts = unresolved;
     if let Some(metrics) = metrics {
         metrics.record_totals(summary);
     }
