@@ -218,13 +218,14 @@ pub struct ListenerKey {
 }
 
 /// One record of the socket-files iterator (`iter/task_file`): a socket
-/// open in a process, by the inode `ss -p` and sock_diag name it by.
+/// open in a process, by the inode `ss -p` and sock_diag name it by, and
+/// the network namespace it lives in (its inode number).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SocketFile {
     pub inode: u64,
     pub tgid: u32,
-    pub _pad: u32,
+    pub netns: u32,
 }
 
 #[cfg(feature = "user")]

@@ -9,7 +9,7 @@ use tcptrace_common::{COMM_LEN, Event, Owner, counter, family, filter, flags, tc
 use crate::conn::claim_connect;
 use crate::maps::{
     EVENTS, FILTER_ADDRS, FILTER_CGROUPS, FILTER_COMMS, FILTER_LPORTS, FILTER_NETNS, FILTER_PIDS, FILTER_PORTS,
-    FILTER_RPORTS, FILTER_UIDS, config, count, counted,
+    FILTER_RPORTS, FILTER_UIDS, SNAPSHOT_PENDING, config, count, counted,
 };
 
 /// The task running now. Only meaningful in process context (a syscall).
@@ -88,16 +88,24 @@ pub fn passes_filters(conn: &Event) -> bool {
         return true;
     }
     let on = |bit: u32| filters & bit != 0;
+    // While the snapshot's dumps run, the owners of the listeners open at
+    // start are still being found: a connection one of them got meanwhile
+    // has no owner yet. Userspace holds its events until then, adds the
+    // owner and applies the owner filters itself.
+    let owner_on = |bit: u32| {
+        on(bit)
+            && (conn.flags & flags::OWNER_KNOWN != 0 || !SNAPSHOT_PENDING.get(0).is_some_and(|&pending| pending != 0))
+    };
     // SAFETY (every map lookup below): the values are not used, only their presence.
-    let pass = (!on(filter::PID) || unsafe { FILTER_PIDS.get(&conn.tgid) }.is_some())
-        && (!on(filter::UID) || unsafe { FILTER_UIDS.get(&conn.uid) }.is_some())
-        && (!on(filter::COMM) || unsafe { FILTER_COMMS.get(&conn.comm) }.is_some())
+    let pass = (!owner_on(filter::PID) || unsafe { FILTER_PIDS.get(&conn.tgid) }.is_some())
+        && (!owner_on(filter::UID) || unsafe { FILTER_UIDS.get(&conn.uid) }.is_some())
+        && (!owner_on(filter::COMM) || unsafe { FILTER_COMMS.get(&conn.comm) }.is_some())
         && (!on(filter::PORT)
             || unsafe { FILTER_PORTS.get(&conn.sport).is_some() || FILTER_PORTS.get(&conn.dport).is_some() })
         && (!on(filter::LPORT) || unsafe { FILTER_LPORTS.get(&conn.sport) }.is_some())
         && (!on(filter::RPORT) || unsafe { FILTER_RPORTS.get(&conn.dport) }.is_some())
         && (!on(filter::NETNS) || unsafe { FILTER_NETNS.get(&conn.netns) }.is_some())
-        && (!on(filter::CGROUP) || unsafe { FILTER_CGROUPS.get(&conn.cgroup_id) }.is_some())
+        && (!owner_on(filter::CGROUP) || unsafe { FILTER_CGROUPS.get(&conn.cgroup_id) }.is_some())
         && (!on(filter::IPV4 | filter::IPV6) || family_passes(conn, on(filter::IPV4), on(filter::IPV6)))
         && (!on(filter::ADDR) || address_passes(conn));
     // Owner filters on a connection whose owner is unknown (it predates

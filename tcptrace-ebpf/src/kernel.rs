@@ -268,6 +268,16 @@ pub fn socket_inode(file: u64) -> Option<u64> {
     read(inode, config!(offsets.inode_ino)).ok()
 }
 
+/// Inode number of the network namespace of socket file `file`'s socket.
+pub fn netns_of_file(file: u64) -> u32 {
+    let sk = read::<u64>(file, config!(offsets.file_private_data))
+        .and_then(|socket| read::<u64>(socket, config!(offsets.socket_sk)));
+    match sk {
+        Ok(sk) if sk != 0 => netns_of(sk),
+        _ => 0,
+    }
+}
+
 /// The process (thread group) id of `task`.
 pub fn tgid_of(task: u64) -> u32 {
     read(task, config!(offsets.task_tgid)).unwrap_or(0)

@@ -2,11 +2,13 @@
 //! every process (`iter/task_file`, Linux 5.8+), read once by userspace
 //! before `ready`. It replaces reading every /proc/PID/fd link: the kernel
 //! walks its own tables, ~10x faster on a host holding tens of thousands of
-//! sockets (README, Performance). One record per socket file.
+//! sockets (README, Performance). One record per socket file, with its
+//! network namespace: read after capabilities are dropped, nothing else
+//! could tell it then.
 use aya_ebpf::{cty::c_void, helpers::generated::bpf_seq_write};
 use tcptrace_common::SocketFile;
 
-use crate::kernel::{socket_inode, tgid_of};
+use crate::kernel::{netns_of_file, socket_inode, tgid_of};
 
 /// The context is `struct bpf_iter__task_file`: pointers to the iterator's
 /// meta (whose first member is the output's seq_file) and to the task, the
@@ -24,7 +26,7 @@ pub fn tcptrace_socket_files(ctx: *mut c_void) -> i32 {
     let Some(inode) = socket_inode(file) else {
         return 0;
     };
-    let record = SocketFile { inode, tgid: tgid_of(task), _pad: 0 };
+    let record = SocketFile { inode, tgid: tgid_of(task), netns: netns_of_file(file) };
     // SAFETY: meta->seq, the seq_file the reader reads; the record lives on
     // the stack for the call, which copies it.
     unsafe {

@@ -170,3 +170,10 @@ pub struct Owner {
     pub uid: u32,
     pub comm: Comm,
 }
+
+/// As the kernel side and the start-up walks record an owner.
+impl From<&tcptrace_common::Owner> for Owner {
+    fn from(owner: &tcptrace_common::Owner) -> Self {
+        Self { cgroup_id: owner.cgroup_id, pid: owner.tgid, uid: owner.uid, comm: Comm(owner.comm) }
+    }
+}

@@ -12,7 +12,7 @@ use std::{
     path::Path,
 };
 
-use tcptrace_common::{COMM_LEN, ListenerKey, Owner};
+use tcptrace_common::{COMM_LEN, ListenerKey, Owner, SocketFile};
 
 use crate::{cgroups, sockdiag};
 
@@ -80,6 +80,35 @@ pub fn for_each_owner(
         let sockets = socket_inodes(&entry.path().join("fd"));
         if !sockets.is_empty() {
             visit(pid, &sockets);
+        }
+    }
+}
+
+/// As `for_each_owner`, from the socket-files iterator's records (each with
+/// its namespace) and each namespace's listeners (inode -> port) from the
+/// snapshot's dumps: nothing to enter or to read that needs a capability,
+/// so it runs once they are dropped.
+pub fn for_each_walked_owner(
+    proc: &Path,
+    records: &[SocketFile],
+    listening: &HashMap<u32, HashMap<u64, u16>>,
+    mut listener: impl FnMut(ListenerKey, Owner),
+    mut holder: impl FnMut(u64, Owner),
+) {
+    let cgroup_mount = cgroups::mount_point();
+    // Read once per process, not per socket: a proxy holds tens of thousands.
+    let mut processes: HashMap<u32, Option<Owner>> = HashMap::new();
+    for record in records {
+        let pid = record.tgid;
+        let known = processes.entry(pid).or_insert_with(|| {
+            let dir = proc.join(pid.to_string());
+            // Processes come and go while we look: skip any that vanished.
+            dir.exists().then(|| owner(&dir, pid, cgroup_mount.as_deref()))
+        });
+        let Some(owner) = *known else { continue };
+        match listening.get(&record.netns).and_then(|ports| ports.get(&record.inode)) {
+            Some(&port) => listener(ListenerKey { netns: record.netns, port, _pad: 0 }, owner),
+            None => holder(record.inode, owner),
         }
     }
 }

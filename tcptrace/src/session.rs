@@ -205,9 +205,9 @@ fn adopt_snapshot(
     config: &Config,
 ) -> Result<(), RunError> {
     let starting = starting.map_err(|_| LoadError::SnapshotThread)?;
-    let snapshot = loader::finish_snapshot(&mut tracer.ebpf, starting)?;
+    let (snapshot, listeners) = loader::finish_snapshot(&mut tracer.ebpf, starting)?;
     log::debug!("snapshot: {} connections open at start", snapshot.len());
-    pipeline.adopt(&snapshot, &config.filters);
+    pipeline.adopt(&snapshot, &listeners, &config.filters);
     Ok(())
 }
 

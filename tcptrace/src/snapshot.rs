@@ -25,13 +25,15 @@ use tcptrace_common::Owner as KernelOwner;
 use crate::{
     events::{ConnEvent, Decoder, Detail, Direction},
     identity::Identity,
-    model::{Comm, EventKind, Owner, TcpState},
+    model::{EventKind, Owner, TcpState},
     sockdiag::{self, OpenSocket},
 };
 
 pub struct Snapshot {
     taken: SystemTime,
     sockets: Vec<Listed>,
+    /// Each network namespace's listeners: socket inode -> port.
+    listening: HashMap<u32, HashMap<u64, u16>>,
     /// Socket inode -> the first process found holding it.
     owners: HashMap<u64, KernelOwner>,
 }
@@ -82,18 +84,27 @@ impl Pending {
 impl Snapshot {
     /// The open TCP connections of each namespace's socket, owners still unknown.
     pub fn take(sources: &[(u32, netlink_sys::Socket)], taken: SystemTime) -> Self {
-        let mut sockets = Vec::new();
+        let (mut sockets, mut listening_in) = (Vec::new(), HashMap::new());
         for &(netns, ref socket) in sources {
             match sockdiag::connections(socket) {
-                Ok((open, listening)) => sockets.extend(open.into_iter().map(|socket| Listed {
-                    netns,
-                    inbound: listening.contains(&socket.local.port()),
-                    socket,
-                })),
+                Ok((open, listening)) => {
+                    let ports: HashSet<u16> = listening.values().copied().collect();
+                    sockets.extend(open.into_iter().map(|socket| Listed {
+                        netns,
+                        inbound: ports.contains(&socket.local.port()),
+                        socket,
+                    }));
+                    listening_in.insert(netns, listening);
+                }
                 Err(error) => log::debug!("connections in network namespace {netns}: {error}"),
             }
         }
-        Self { taken, sockets, owners: HashMap::new() }
+        Self { taken, sockets, listening: listening_in, owners: HashMap::new() }
+    }
+
+    /// Each network namespace's listeners: socket inode -> port.
+    pub fn listening(&self) -> &HashMap<u32, HashMap<u64, u16>> {
+        &self.listening
     }
 
     /// Who holds its sockets: socket inode -> the first process found
@@ -123,12 +134,7 @@ impl Snapshot {
             .map(|listed| ConnEvent {
                 time: self.taken,
                 kind: EventKind::Snapshot,
-                owner: self.owners.get(&listed.socket.inode).map(|owner| Owner {
-                    cgroup_id: owner.cgroup_id,
-                    pid: owner.tgid,
-                    uid: owner.uid,
-                    comm: Comm(owner.comm),
-                }),
+                owner: self.owners.get(&listed.socket.inode).map(Owner::from),
                 local: listed.socket.local,
                 remote: listed.socket.remote,
                 netns: Some(listed.netns),

@@ -2,13 +2,7 @@
 //! reads). A state filter makes the kernel walk only the tables that state
 //! lives in: listeners come from the listening hash, so a host with 130,000
 //! established or TIME_WAIT sockets costs nothing extra.
-use std::{
-    collections::{HashMap, HashSet},
-    fs::File,
-    io,
-    net::SocketAddr,
-    path::Path,
-};
+use std::{collections::HashMap, fs::File, io, net::SocketAddr, path::Path};
 
 use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
 use netlink_packet_sock_diag::{
@@ -60,13 +54,14 @@ pub fn open(netns: Option<&Path>) -> io::Result<Socket> {
     in_netns(netns, open_here)
 }
 
-/// The open connections of `socket`'s network namespace, and the ports its
-/// listeners hold, to tell which end of a connection is the server's.
-pub fn connections(socket: &Socket) -> io::Result<(Vec<OpenSocket>, HashSet<u16>)> {
-    let (mut open, mut listening) = (Vec::new(), HashSet::new());
+/// The open connections of `socket`'s network namespace, and its
+/// listeners (inode -> port): to tell which end of a connection is the
+/// server's, and which process listens where.
+pub fn connections(socket: &Socket) -> io::Result<(Vec<OpenSocket>, HashMap<u64, u16>)> {
+    let (mut open, mut listening) = (Vec::new(), HashMap::new());
     dump_all(socket, open_states() | StateFlags::LISTEN, |socket| {
         if socket.state == LISTEN {
-            listening.insert(socket.local.port());
+            listening.insert(socket.inode, socket.local.port());
         } else {
             open.push(socket);
         }
@@ -194,7 +189,7 @@ mod tests {
         let client = std::net::TcpStream::connect(server).expect("connect");
         let (_accepted, _) = listener.accept().expect("accept");
         let (open, listening) = connections(&open(None).expect("socket")).expect("sock_diag");
-        assert!(listening.contains(&server.port()));
+        assert!(listening.values().any(|&port| port == server.port()));
         let ends: Vec<&OpenSocket> =
             open.iter().filter(|s| s.local == server || s.local == client.local_addr().expect("addr")).collect();
         assert_eq!(ends.len(), 2, "{open:?}");

@@ -265,6 +265,47 @@ fn connections_made_while_the_snapshot_is_taken_are_not_listed() {
     tracer.stop();
 }
 
+/// Who owns a listener open at start is walked with the snapshot's dumps,
+/// after tracing is ready (on a busy host the walk takes tens of ms; here
+/// the gate holds it). A connection such a listener gets meanwhile is born
+/// with no owner in the kernel: its events, held until the walk is done,
+/// still name the listener's process, and `-p` keeps them, the handshake's
+/// end (before accept() names the owner) included. A is still listening
+/// when the walk comes, its connection not yet accepted; B accepted its
+/// connection and closed its listener before: its accept names the owner.
+#[test]
+fn connections_to_listeners_open_at_start_have_an_owner_from_their_first_event() {
+    require_root();
+    let ns = Netns::new();
+    let (port_a, port_b) = (port(), port());
+    let gate = std::env::temp_dir().join(format!("tcptrace-test-gate-{}-{port_a}", std::process::id()));
+    let _ = fs::remove_file(&gate);
+    let mut server_a = ns.talk_server(port_a, "backlog recv:10 eof close");
+    let mut server_b = ns.talk_server(port_b, "recv:10 eof close");
+    let (pid_a, pid_b) = (server_a.pid().to_string(), server_b.pid().to_string());
+    let gate_env = gate.to_str().expect("utf-8 path");
+    let tracer = Tracer::start_with_env(&["-p", &pid_a, "-p", &pid_b], &[("TCPTRACE_TEST_SNAPSHOT_GATE", gate_env)]);
+    let (mut client_a, _) = ns.talk_client(port_a, "send:10 close");
+    let (mut client_b, _) = ns.talk_client(port_b, "send:10 close");
+    assert!(server_b.wait().success() && client_b.wait().success());
+    fs::write(&gate, "").expect("open the gate");
+    tracer.wait_for("B's close", |ev| count(ev, ns.inode, port_b, "close") == 1);
+    let _ = fs::remove_file(&gate);
+    server_a.send_line();
+    assert!(server_a.wait().success() && client_a.wait().success());
+    let events = tracer.wait_for("A's close", |ev| count(ev, ns.inode, port_a, "close") == 1);
+    for (port, pid) in [(port_a, server_a.pid()), (port_b, server_b.pid())] {
+        let end: Vec<&Value> = of_port(&events, ns.inode, port).into_iter().filter(|e| e["lport"] == port).collect();
+        for kind in ["established", "accept", "close"] {
+            let event = end.iter().find(|e| e["event"] == kind);
+            assert!(event.is_some_and(|e| e["pid"] == pid), "{port} {kind}\n{}", support::dump(&events));
+        }
+    }
+    let pids = [server_a.pid(), server_b.pid()];
+    assert!(events.iter().all(|e| pids.iter().any(|&p| e["pid"] == p)), "-p let through\n{}", support::dump(&events));
+    tracer.stop();
+}
+
 /// Waits until the socket on local port `port` in `ns` is in `state` (`ss` names).
 fn wait_for_state(ns: &Netns, state: &str, port: u16) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

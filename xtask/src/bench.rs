@@ -175,6 +175,9 @@ fn subjects(tcptrace: &str, smoke: bool) -> Vec<Subject> {
     list.push(tcptrace_with("tcptrace --attach tracepoint", &["--attach", "tracepoint"]));
     list.push(tcptrace_with("tcptrace --states", &["--states"]));
     list.push(tcptrace_with("tcptrace -o json", &["-o", "json"]));
+    // Tracking every socket with no event crossing the ring: the floor
+    // under every event choice, and what the events themselves add above it.
+    list.push(tcptrace_with("tcptrace -e snapshot", &["-e", "snapshot"]));
     for (label, path) in
         [("libbpf-tools tcpstates", "/usr/sbin/tcpstates"), ("libbpf-tools tcplife", "/usr/sbin/tcplife")]
     {

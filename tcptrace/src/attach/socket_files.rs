@@ -1,8 +1,10 @@
 //! The socket-files iterator (tcptrace-ebpf owners.rs): which process holds
 //! which socket, walked by the kernel instead of read link by link from
-//! every /proc/PID/fd. The loader runs it once, before `ready`.
+//! every /proc/PID/fd. The loader creates it before `ready`; it is read
+//! then, or with the snapshot's dumps once tracing is ready.
 use std::{
     collections::{HashMap, HashSet},
+    fs::File,
     io::Read,
 };
 
@@ -19,16 +21,31 @@ pub const TARGET: &str = "task_file";
 const PROGRAM: &str = "tcptrace_socket_files";
 pub const PURPOSE: &str = "owners of sockets open at start";
 
-/// Socket inodes by process id, and how they were found for the start-up
-/// report. None when the iterator is unavailable (before Linux 5.8, or
-/// refused): then the caller reads /proc, as the report says.
-pub fn walk(ebpf: &mut Ebpf, btf: Option<&Result<Btf, BtfError>>) -> (Option<HashMap<u32, HashSet<u64>>>, HookReport) {
+/// The iterator, attached: reading it walks every process's files then,
+/// with no capability (the loader creates it before they are dropped).
+pub struct Walk(File);
+
+impl Walk {
+    /// Walks now: one record per socket file of every process.
+    pub fn read(mut self) -> std::io::Result<Vec<SocketFile>> {
+        let mut bytes = Vec::new();
+        self.0.read_to_end(&mut bytes)?;
+        let (records, _) = bytes.as_chunks::<{ size_of::<SocketFile>() }>();
+        // SAFETY: whole records; SocketFile is plain old data valid for any bytes.
+        Ok(records.iter().map(|record| unsafe { record.as_ptr().cast::<SocketFile>().read_unaligned() }).collect())
+    }
+}
+
+/// The walk, and how owners will be found for the start-up report. None
+/// when the iterator is unavailable (before Linux 5.8, or refused): then
+/// the caller reads /proc, as the report says.
+pub fn prepare(ebpf: &mut Ebpf, btf: Option<&Result<Btf, BtfError>>) -> (Option<Walk>, HookReport) {
     let mut report =
         HookReport { purpose: PURPOSE, method: None, refused: Vec::new(), net: None, programs: Vec::new() };
-    match run(ebpf, btf) {
-        Ok(bytes) => {
+    match attach(ebpf, btf) {
+        Ok(walk) => {
             report.method = Some(format!("iter {TARGET}"));
-            (Some(by_process(&bytes)), report)
+            (Some(walk), report)
         }
         Err(error) => {
             report.method = Some("procfs /proc/PID/fd".to_owned());
@@ -38,33 +55,28 @@ pub fn walk(ebpf: &mut Ebpf, btf: Option<&Result<Btf, BtfError>>) -> (Option<Has
     }
 }
 
-/// Loads the program, reads the iterator to its end, unloads the program.
-fn run(ebpf: &mut Ebpf, btf: Option<&Result<Btf, BtfError>>) -> Result<Vec<u8>, String> {
+/// Loads the program and creates the iterator; the program's handle goes at
+/// once (the iterator holds it until read and dropped: nothing stays loaded).
+fn attach(ebpf: &mut Ebpf, btf: Option<&Result<Btf, BtfError>>) -> Result<Walk, String> {
     let program = ebpf.program_mut(PROGRAM).ok_or_else(|| format!("{PROGRAM} is not in the object"))?;
     let program: &mut Iter = program.try_into().map_err(|error: ProgramError| brief(&error))?;
     let btf = kernel_btf(btf).map_err(|_| "no kernel BTF loaded (--attach tracepoint)".to_owned())?;
     program.load(TARGET, btf).map_err(|error| brief(&error))?;
-    let bytes = read_once(program);
-    // Run once: nothing of it need stay in the kernel.
+    let file = iterator(program);
     let _ = program.unload();
-    bytes
+    file.map(Walk)
 }
 
-fn read_once(program: &mut Iter) -> Result<Vec<u8>, String> {
+fn iterator(program: &mut Iter) -> Result<File, String> {
     let link = program.attach().map_err(|error| brief(&error))?;
     let link = program.take_link(link).map_err(|error| brief(&error))?;
-    let mut file = link.into_file().map_err(|error| error.to_string())?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(|error| error.to_string())?;
-    Ok(bytes)
+    link.into_file().map_err(|error| error.to_string())
 }
 
-fn by_process(bytes: &[u8]) -> HashMap<u32, HashSet<u64>> {
+/// Socket inodes by process id.
+pub fn by_process(records: &[SocketFile]) -> HashMap<u32, HashSet<u64>> {
     let mut sockets: HashMap<u32, HashSet<u64>> = HashMap::new();
-    let (records, _) = bytes.as_chunks::<{ size_of::<SocketFile>() }>();
     for record in records {
-        // SAFETY: a whole record; SocketFile is plain old data valid for any bytes.
-        let record: SocketFile = unsafe { record.as_ptr().cast::<SocketFile>().read_unaligned() };
         sockets.entry(record.tgid).or_default().insert(record.inode);
     }
     sockets
@@ -77,15 +89,12 @@ mod tests {
     #[test]
     fn groups_records_by_process() {
         let records = [
-            SocketFile { inode: 7, tgid: 1, _pad: 0 },
-            SocketFile { inode: 8, tgid: 2, _pad: 0 },
-            SocketFile { inode: 9, tgid: 1, _pad: 0 },
-            SocketFile { inode: 7, tgid: 1, _pad: 0 },
+            SocketFile { inode: 7, tgid: 1, netns: 5 },
+            SocketFile { inode: 8, tgid: 2, netns: 5 },
+            SocketFile { inode: 9, tgid: 1, netns: 6 },
+            SocketFile { inode: 7, tgid: 1, netns: 5 },
         ];
-        // SAFETY: plain old data, viewed as its bytes.
-        let bytes =
-            unsafe { std::slice::from_raw_parts(records.as_ptr().cast::<u8>(), std::mem::size_of_val(&records)) };
-        let sockets = by_process(bytes);
+        let sockets = by_process(&records);
         assert_eq!(sockets[&1], HashSet::from([7, 9]));
         assert_eq!(sockets[&2], HashSet::from([8]));
     }

@@ -114,6 +114,8 @@ TALK_STEPS = """
   wait      read a line from stdin
   say:WORD  print WORD
   close     close the socket
+  backlog   (accept's first step only) leave the connection in the
+            listener's backlog until a line comes on stdin, then accept
 """
 
 
@@ -127,6 +129,9 @@ def talk(role, host, port, steps):
         listener.bind((host, port))
         listener.listen(1)
         print("listening", flush=True)
+        if steps[:1] == ["backlog"]:
+            sys.stdin.readline()
+            steps = steps[1:]
         conn, _ = listener.accept()
         listener.close()
         conn.settimeout(30)
