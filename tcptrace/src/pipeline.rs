@@ -45,7 +45,7 @@ pub struct Pipeline {
     held: VecDeque<ConnEvent>,
     /// What the snapshot knew of connections the kernel saw open before it
     /// attached (owner, which end we are), by conn_id, until they end.
-    predating: HashMap<u64, (Option<Owner>, Direction)>,
+    predating: foldhash::HashMap<u64, (Option<Owner>, Direction)>,
     /// The snapshot is still being taken: nothing is written until its lines,
     /// which come first, are in.
     awaiting_snapshot: bool,
@@ -63,7 +63,7 @@ impl Pipeline {
             resolver: Resolver::new(),
             services: Services::from_host(),
             held: VecDeque::new(),
-            predating: HashMap::new(),
+            predating: foldhash::HashMap::default(),
             awaiting_snapshot: false,
             filters: Filters::default(),
         }
@@ -82,15 +82,19 @@ impl Pipeline {
     pub fn adopt(&mut self, snapshot: &Snapshot, listeners: &HashMap<ListenerKey, KernelOwner>, filters: &Filters) {
         self.awaiting_snapshot = false;
         self.filters = filters.clone();
-        let mut lines = Vec::new();
-        for mut event in snapshot.events(&self.decoder) {
-            self.predating.insert(event.conn_id, (event.owner, event.direction));
-            if self.printed.contains(EventKind::Snapshot) && filters.admits(&event) {
-                self.enrich(&mut event);
-                lines.push(event);
-            }
-        }
-        self.hold_batch(lines);
+        let printed = self.printed.contains(EventKind::Snapshot);
+        self.predating.reserve(snapshot.len());
+        // Made one at a time straight into the queue: a busy host's tens of
+        // thousands of lines are not copied through a list on the way.
+        let Self { decoder, resolver, services, predating, held, .. } = self;
+        let lines = snapshot.events(decoder).filter_map(|mut event| {
+            predating.insert(event.conn_id, (event.owner, event.direction));
+            (printed && filters.admits(&event)).then(|| {
+                enrich(resolver, services, &mut event);
+                event
+            })
+        });
+        hold_batch(held, lines, snapshot.len());
         let mut held = std::mem::take(&mut self.held);
         // A listener gone before the walk (closed, or its process exited)
         // had its connections accepted by then: their accept, held too,
@@ -137,10 +141,7 @@ impl Pipeline {
 
     /// The owner's identity and the service name.
     fn enrich(&mut self, event: &mut ConnEvent) {
-        if let Some(owner) = &event.owner {
-            event.identity = self.resolver.identify(owner);
-        }
-        event.service = self.services.of(event);
+        enrich(&mut self.resolver, &self.services, event);
     }
 
     /// A connection the kernel first saw already open knows no owner or
@@ -222,29 +223,36 @@ impl Pipeline {
         self.held.insert(self.held.len() - later, event);
     }
 
-    /// Into the queue as `hold` would put each of `batch` (oldest first),
-    /// in one pass. The snapshot's lines, all stamped with tracing's start,
-    /// go in front of every event held while its dumps ran: one at a time,
-    /// each shifted all of those, and with 60,000 lines behind a busy host's
-    /// churn the reader stalled for seconds (`bench --busy 30000` lost
-    /// 200,000 of 660,000 events).
-    fn hold_batch(&mut self, batch: Vec<ConnEvent>) {
-        let mut held = std::mem::take(&mut self.held).into_iter().peekable();
-        let mut merged = VecDeque::with_capacity(held.len() + batch.len());
-        for event in batch {
-            while let Some(earlier) = held.next_if(|held| held.time <= event.time) {
-                merged.push_back(earlier);
-            }
-            merged.push_back(event);
-        }
-        merged.extend(held);
-        self.held = merged;
-    }
-
     /// Events wait to be written.
     pub fn holds_events(&self) -> bool {
         !self.held.is_empty()
     }
+}
+
+/// The owner's identity and the service name.
+fn enrich(resolver: &mut Resolver, services: &Services, event: &mut ConnEvent) {
+    if let Some(owner) = &event.owner {
+        event.identity = resolver.identify(owner);
+    }
+    event.service = services.of(event);
+}
+
+/// Into `held` as `Pipeline::hold` would put each of `batch` (oldest first,
+/// about `expected` of them), in one pass. The snapshot's lines, all stamped
+/// with tracing's start, go in front of every event held while its dumps
+/// ran: one at a time, each shifted all of those, and with 60,000 lines
+/// behind a busy host's churn the reader stalled for seconds (`bench --busy
+/// 30000` lost 200,000 of 660,000 events).
+fn hold_batch(held: &mut VecDeque<ConnEvent>, batch: impl IntoIterator<Item = ConnEvent>, expected: usize) {
+    let mut earlier = std::mem::take(held).into_iter().peekable();
+    held.reserve(earlier.len() + expected);
+    for event in batch {
+        while let Some(before) = earlier.next_if(|before| before.time <= event.time) {
+            held.push_back(before);
+        }
+        held.push_back(event);
+    }
+    held.extend(earlier);
 }
 
 #[cfg(test)]
@@ -301,7 +309,7 @@ mod tests {
         for event in &batch {
             one_by_one.hold(event.clone());
         }
-        batched.hold_batch(batch.to_vec());
+        hold_batch(&mut batched.held, batch.clone(), batch.len());
         let order = |pipeline: &Pipeline| pipeline.held.iter().map(|e| e.owner.map(|o| o.pid)).collect::<Vec<_>>();
         assert_eq!(order(&batched), order(&one_by_one));
         assert_eq!(order(&batched), [1, 2, 3, 6, 7, 4, 8, 5].map(Some));

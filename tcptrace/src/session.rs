@@ -163,6 +163,9 @@ pub async fn run<W: Write + AsFd + Send + 'static>(
             }
             starting = dumps_done(&mut dumps) => {
                 dumps = None;
+                // The ring emptied first: adopting a busy host's tens of
+                // thousands of lines takes ~50 ms, during which it only fills.
+                pipeline.take(ring.get_mut(), &mut summary);
                 adopt_snapshot(&mut tracer, starting, &mut pipeline, config)?;
                 batching = next_drain(0, pipeline.holds_events());
             }

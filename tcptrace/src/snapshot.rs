@@ -128,25 +128,22 @@ impl Snapshot {
 
     /// One `snapshot` event per connection, its id as `decoder` will give
     /// the connection's later events.
-    pub fn events(&self, decoder: &Decoder) -> Vec<ConnEvent> {
-        self.sockets
-            .iter()
-            .map(|listed| ConnEvent {
-                time: self.taken,
-                kind: EventKind::Snapshot,
-                owner: self.owners.get(&listed.socket.inode).map(Owner::from),
-                local: listed.socket.local,
-                remote: listed.socket.remote,
-                netns: Some(listed.netns),
-                conn_id: decoder.conn_id_of_cookie(listed.socket.cookie),
-                state: TcpState(listed.socket.state),
-                direction: if listed.inbound { Direction::Inbound } else { Direction::Unknown },
-                age: None,
-                detail: Detail::None,
-                identity: Identity::unknown(),
-                service: None,
-            })
-            .collect()
+    pub fn events<'a>(&'a self, decoder: &'a Decoder) -> impl Iterator<Item = ConnEvent> + 'a {
+        self.sockets.iter().map(|listed| ConnEvent {
+            time: self.taken,
+            kind: EventKind::Snapshot,
+            owner: self.owners.get(&listed.socket.inode).map(Owner::from),
+            local: listed.socket.local,
+            remote: listed.socket.remote,
+            netns: Some(listed.netns),
+            conn_id: decoder.conn_id_of_cookie(listed.socket.cookie),
+            state: TcpState(listed.socket.state),
+            direction: if listed.inbound { Direction::Inbound } else { Direction::Unknown },
+            age: None,
+            detail: Detail::None,
+            identity: Identity::unknown(),
+            service: None,
+        })
     }
 }
 
@@ -210,7 +207,7 @@ mod tests {
             None,
         );
         snapshot.held_by(owners);
-        let events = snapshot.events(&Decoder::new(Duration::ZERO, Vec::new()));
+        let events: Vec<ConnEvent> = snapshot.events(&Decoder::new(Duration::ZERO, Vec::new())).collect();
         let client_port = client.local_addr().expect("addr").port();
         let inbound = events.iter().find(|e| e.local == server).expect("the accepted end");
         let outbound = events.iter().find(|e| e.local.port() == client_port).expect("the client end");
