@@ -1,6 +1,7 @@
 //! Who holds the sockets open at start: an iterator over every open file of
 //! every process (`iter/task_file`, Linux 5.8+), read once by userspace
-//! before `ready`. It replaces reading every /proc/PID/fd link: the kernel
+//! (with the snapshot's dumps, after `ready`; before it with
+//! `--no-snapshot`). It replaces reading every /proc/PID/fd link: the kernel
 //! walks its own tables, ~10x faster on a host holding tens of thousands of
 //! sockets (README, Performance). One record per socket file, with its
 //! network namespace: read after capabilities are dropped, nothing else
