@@ -166,13 +166,17 @@ impl Starting {
                 return self;
             }
         };
+        // Dumps taken before attaching (no typed sockets) may miss a listener
+        // opened since, which the state program did not see either: asked again.
+        let listed_before = self.pending.is_taken();
         // The walk first: a socket born after it is left out of the dumps'
         // list by its cookie (the kernel side noted it), so none lacks an owner.
         let records = walk.read().unwrap_or_else(|error| {
             log::warn!("socket files: {error}: the connections open at start are listed without owners");
             Vec::new()
         });
-        let listening = self.pending.take().listening();
+        let listening_now = listed_before.then(|| self.pending.listening_now());
+        let listening = listening_now.as_ref().unwrap_or_else(|| self.pending.take().listening());
         let (mut sockets, mut listeners) = (std::collections::HashMap::new(), std::collections::HashMap::new());
         procfs::for_each_walked_owner(
             Path::new("/proc"),

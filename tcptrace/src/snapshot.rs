@@ -75,6 +75,23 @@ impl Pending {
         self.taken.get_or_init(|| Snapshot::take(&self.sources, self.since))
     }
 
+    /// Whether the dumps ran already (before attaching, on a rung without typed sockets).
+    pub fn is_taken(&self) -> bool {
+        self.taken.get().is_some()
+    }
+
+    /// Each network namespace's listeners as they are now: inode -> port.
+    pub fn listening_now(&self) -> HashMap<u32, HashMap<u64, u16>> {
+        let listening = |&(netns, ref socket): &(u32, netlink_sys::Socket)| match sockdiag::listening(socket) {
+            Ok(listeners) => Some((netns, listeners)),
+            Err(error) => {
+                log::debug!("listeners in network namespace {netns}: {error}");
+                None
+            }
+        };
+        self.sources.iter().filter_map(listening).collect()
+    }
+
     pub fn into_snapshot(self) -> Snapshot {
         self.take();
         self.taken.into_inner().unwrap_or_else(|| unreachable!("taken just now"))

@@ -15,8 +15,13 @@ use netlink_sys::{Socket, protocols::NETLINK_SOCK_DIAG};
 /// Listening TCP sockets (IPv4 and IPv6) of one network namespace: inode ->
 /// local port. `netns` names the namespace (`/proc/PID/ns/net`); None: ours.
 pub fn listeners(netns: Option<&Path>) -> io::Result<HashMap<u64, u16>> {
+    listening(&open(netns)?)
+}
+
+/// The listeners of `socket`'s network namespace: inode -> local port.
+pub fn listening(socket: &Socket) -> io::Result<HashMap<u64, u16>> {
     let mut found = HashMap::new();
-    dump_all(&open(netns)?, StateFlags::LISTEN, |socket| {
+    dump_all(socket, StateFlags::LISTEN, |socket| {
         found.insert(socket.inode, socket.local.port());
     })?;
     Ok(found)
