@@ -214,15 +214,13 @@ fn connections_made_while_the_snapshot_is_taken_are_not_listed() {
     require_root();
     let ns = Netns::new();
     let (old_port, new_port) = (port(), port());
-    let gate = std::env::temp_dir().join(format!("tcptrace-test-gate-{}-{old_port}", std::process::id()));
-    let _ = fs::remove_file(&gate);
+    let gate = SnapshotGate::new(old_port);
     // The old connection's reads wait on the test first, as above.
     let mut old_server = ns.talk_server(old_port, "recv:10 wait eof wait close");
     let (mut old_client, old_client_port) = ns.talk_client(old_port, "send:10 wait shut eof close");
     let ports = ["-P", &old_port.to_string(), "-P", &new_port.to_string()].map(str::to_owned);
     let args: Vec<&str> = ports.iter().map(String::as_str).collect();
-    let gate_env = gate.to_str().expect("utf-8 path");
-    let tracer = Tracer::start_with_env(&args, &[("TCPTRACE_TEST_SNAPSHOT_GATE", gate_env)]);
+    let tracer = Tracer::start_with_env(&args, &gate.env());
     let typed = !tracer.stderr().contains("state changes: tracepoint");
 
     let mut new_server = ns.talk_server(new_port, "recv:10 wait eof close");
@@ -230,9 +228,8 @@ fn connections_made_while_the_snapshot_is_taken_are_not_listed() {
     old_server.send_line();
     old_client.send_line();
     wait_for_state(&ns, "fin-wait-2", old_client_port);
-    fs::write(&gate, "").expect("open the gate");
+    gate.open();
     let listed = tracer.wait_for("the old connection listed", |ev| count(ev, ns.inode, old_port, "snapshot") == 2);
-    let _ = fs::remove_file(&gate);
     let states: Vec<(&Value, &Value)> =
         listed.iter().filter(|e| e["event"] == "snapshot").map(|e| (&e["lport"], &e["state"])).collect();
     let expected = if typed { ["CLOSE_WAIT", "FIN_WAIT2"] } else { ["ESTABLISHED", "ESTABLISHED"] };
@@ -278,19 +275,16 @@ fn connections_to_listeners_open_at_start_have_an_owner_from_their_first_event()
     require_root();
     let ns = Netns::new();
     let (port_a, port_b) = (port(), port());
-    let gate = std::env::temp_dir().join(format!("tcptrace-test-gate-{}-{port_a}", std::process::id()));
-    let _ = fs::remove_file(&gate);
+    let gate = SnapshotGate::new(port_a);
     let mut server_a = ns.talk_server(port_a, "backlog recv:10 eof close");
     let mut server_b = ns.talk_server(port_b, "recv:10 eof close");
     let (pid_a, pid_b) = (server_a.pid().to_string(), server_b.pid().to_string());
-    let gate_env = gate.to_str().expect("utf-8 path");
-    let tracer = Tracer::start_with_env(&["-p", &pid_a, "-p", &pid_b], &[("TCPTRACE_TEST_SNAPSHOT_GATE", gate_env)]);
+    let tracer = Tracer::start_with_env(&["-p", &pid_a, "-p", &pid_b], &gate.env());
     let (mut client_a, _) = ns.talk_client(port_a, "send:10 close");
     let (mut client_b, _) = ns.talk_client(port_b, "send:10 close");
     assert!(server_b.wait().success() && client_b.wait().success());
-    fs::write(&gate, "").expect("open the gate");
+    gate.open();
     tracer.wait_for("B's close", |ev| count(ev, ns.inode, port_b, "close") == 1);
-    let _ = fs::remove_file(&gate);
     server_a.send_line();
     assert!(server_a.wait().success() && client_a.wait().success());
     let events = tracer.wait_for("A's close", |ev| count(ev, ns.inode, port_a, "close") == 1);
@@ -304,6 +298,32 @@ fn connections_to_listeners_open_at_start_have_an_owner_from_their_first_event()
     let pids = [server_a.pid(), server_b.pid()];
     assert!(events.iter().all(|e| pids.iter().any(|&p| e["pid"] == p)), "-p let through\n{}", support::dump(&events));
     tracer.stop();
+}
+
+/// The test-only gate that holds the snapshot's dumps back until opened
+/// (snapshot.rs, `wait_for_test_gate`); removed when dropped.
+struct SnapshotGate(PathBuf);
+
+impl SnapshotGate {
+    fn new(port: u16) -> Self {
+        let path = std::env::temp_dir().join(format!("tcptrace-test-gate-{}-{port}", std::process::id()));
+        let _ = fs::remove_file(&path);
+        Self(path)
+    }
+
+    fn env(&self) -> [(&str, &str); 1] {
+        [("TCPTRACE_TEST_SNAPSHOT_GATE", self.0.to_str().expect("utf-8 path"))]
+    }
+
+    fn open(&self) {
+        fs::write(&self.0, "").expect("open the gate");
+    }
+}
+
+impl Drop for SnapshotGate {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
 }
 
 /// Waits until the socket on local port `port` in `ns` is in `state` (`ss` names).
